@@ -1,0 +1,1 @@
+"""Compaction, downsampling and retention over the bucket (see docs/architecture.md)."""

@@ -1,0 +1,162 @@
+"""Gateway settings: one frozen object built once from flags and STRATA_* environment.
+
+Every field has a default that lets `strata serve` run with no configuration at all.
+The `help` of each field is what `strata serve --help` prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from blocks.errors import StrataError
+
+MIB = 1 << 20
+
+
+class ConfigError(StrataError):
+    """A setting has a value Strata cannot use; names the key and the reason."""
+
+    def __init__(self, key: str, value: object, why: str) -> None:
+        self.key = key
+        super().__init__(f"invalid setting {key}={value!r}: {why}")
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayConfig:
+    """Everything `strata serve` can be told."""
+
+    data_dir: Path = field(
+        default=Path("data"), metadata=_help("directory for the WAL and the embedded bucket")
+    )
+    listen: str = field(default="127.0.0.1:9201", metadata=_help("HOST:PORT to serve HTTP on"))
+    default_tenant: str = field(
+        default="default", metadata=_help("tenant for requests without X-Scope-OrgID")
+    )
+    wal_fsync: bool = field(
+        default=True,
+        metadata=_help("fsync the WAL before answering 2xx (off breaks the durability contract)"),
+    )
+    wal_segment_bytes: int = field(
+        default=64 * MIB, metadata=_help("WAL segment size before a new file is started")
+    )
+    max_request_bytes: int = field(
+        default=8 * MIB, metadata=_help("largest compressed request body accepted")
+    )
+    max_decompressed_bytes: int = field(
+        default=64 * MIB,
+        metadata=_help("largest size a request body may declare it decompresses to"),
+    )
+    max_labels_per_series: int = field(
+        default=30, metadata=_help("most labels one series may have")
+    )
+    max_label_name_bytes: int = field(default=1024, metadata=_help("longest label name, in bytes"))
+    max_label_value_bytes: int = field(
+        default=2048, metadata=_help("longest label value, in bytes")
+    )
+    label_name_rule: str = field(
+        default="utf8",
+        metadata=_help(
+            "'utf8' accepts any UTF-8 label name (Prometheus 3); "
+            "'legacy' only [a-zA-Z_][a-zA-Z0-9_]* (Prometheus 2)",
+        ),
+    )
+    max_future_ms: int = field(
+        default=10 * 60 * 1000,
+        metadata=_help("reject samples more than this far ahead of the clock"),
+    )
+    head_max_bytes: int = field(
+        default=512 * MIB,
+        metadata=_help("memory budget of the head; over it writes answer 503 until it shrinks"),
+    )
+    head_freeze_samples: int = field(
+        default=1 << 18,
+        metadata=_help("samples a head buffers uncompressed before it compresses them"),
+    )
+    shutdown_timeout_s: float = field(
+        default=25.0, metadata=_help("how long SIGTERM waits for in-flight requests")
+    )
+    log_level: str = field(default="info", metadata=_help("debug, info, warning or error"))
+
+    def __post_init__(self) -> None:
+        if self.label_name_rule not in ("utf8", "legacy"):
+            raise ConfigError("label_name_rule", self.label_name_rule, "must be utf8 or legacy")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError("log_level", self.log_level, "must be debug, info, warning or error")
+        for name in (
+            "wal_segment_bytes",
+            "max_request_bytes",
+            "max_decompressed_bytes",
+            "max_labels_per_series",
+            "max_label_name_bytes",
+            "max_label_value_bytes",
+            "head_max_bytes",
+            "head_freeze_samples",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, getattr(self, name), "must be positive")
+        listen_host_port(self.listen)
+
+    @property
+    def wal_dir(self) -> Path:
+        """Where the WAL segments live."""
+        return self.data_dir / "wal"
+
+
+def listen_host_port(listen: str) -> tuple[str, int]:
+    """Split HOST:PORT (IPv6 in brackets); ConfigError when it is not one."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("listen", listen, "must be HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def settings() -> list[dataclasses.Field[Any]]:
+    """The fields of GatewayConfig, in declaration order."""
+    return list(dataclasses.fields(GatewayConfig))
+
+
+def parse_value(key: str, raw: str, default: object) -> object:
+    """Turn a flag or environment string into the type of the setting's default."""
+    if isinstance(default, bool):
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(key, raw, "must be true or false")
+    if isinstance(default, int):
+        try:
+            return int(raw.replace("_", ""))
+        except ValueError:
+            raise ConfigError(key, raw, "must be a whole number") from None
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(key, raw, "must be a number") from None
+    if isinstance(default, Path):
+        return Path(raw)
+    return raw
+
+
+def build_config(
+    flags: Mapping[str, str | None], environ: Mapping[str, str] = os.environ
+) -> GatewayConfig:
+    """Flags win over STRATA_* environment, which wins over defaults."""
+    values: dict[str, object] = {}
+    for f in settings():
+        raw = flags.get(f.name)
+        if raw is None:
+            raw = environ.get("STRATA_" + f.name.upper())
+        if raw is not None:
+            values[f.name] = parse_value(f.name, raw, f.default)
+    return GatewayConfig(**values)  # type: ignore[arg-type]

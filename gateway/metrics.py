@@ -1,0 +1,129 @@
+"""The gateway's own metrics, registered on a registry passed in (never the global one).
+
+Counters and histograms are updated where things happen; values that exist anyway
+(head series and bytes, WAL size) are read at scrape time by a collector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.head import Head
+
+FSYNC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class GatewayMetrics:
+    """Everything the gateway counts."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "strata_write_requests_total",
+            "Remote-write requests answered, by HTTP status code.",
+            ["code"],
+            registry=registry,
+        )
+        self.samples_received = Counter(
+            "strata_samples_received_total",
+            "Samples accepted into the WAL and head (resends of stored samples included).",
+            ["tenant"],
+            registry=registry,
+        )
+        self.samples_rejected = Counter(
+            "strata_samples_rejected_total",
+            "Samples refused, by reason.",
+            ["tenant", "reason"],
+            registry=registry,
+        )
+        self.series_created = Counter(
+            "strata_series_created_total",
+            "Series seen for the first time by the head.",
+            ["tenant"],
+            registry=registry,
+        )
+        self.series_rejected = Counter(
+            "strata_series_rejected_total",
+            "Series refused for their labels, by reason (each sample of them is also counted).",
+            ["tenant", "reason"],
+            registry=registry,
+        )
+        self.metadata_received = Counter(
+            "strata_metadata_received_total",
+            "Metric metadata entries received (acknowledged, not stored yet).",
+            ["tenant"],
+            registry=registry,
+        )
+        self.wal_bytes_written = Counter(
+            "strata_wal_bytes_written_total", "Bytes appended to the WAL.", registry=registry
+        )
+        self.wal_fsync_seconds = Histogram(
+            "strata_wal_fsync_duration_seconds",
+            "Time one WAL fsync took; one fsync commits a whole group of requests.",
+            buckets=FSYNC_BUCKETS,
+            registry=registry,
+        )
+        self.wal_group_requests = Histogram(
+            "strata_wal_group_commit_requests",
+            "Requests made durable by one WAL write and fsync.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=registry,
+        )
+        self.wal_failures = Counter(
+            "strata_wal_write_failures_total",
+            "WAL writes or fsyncs that failed (the requests got 503).",
+            registry=registry,
+        )
+        self.wal_segments_created = Counter(
+            "strata_wal_segments_created_total", "WAL segment files started.", registry=registry
+        )
+        self.wal_replay_records = Counter(
+            "strata_wal_replay_records_total", "WAL records replayed at start.", registry=registry
+        )
+        self.wal_corruptions = Counter(
+            "strata_wal_corruptions_total",
+            "Corrupt or torn WAL tails found and cut at start.",
+            registry=registry,
+        )
+        self.wal_bytes_discarded = Counter(
+            "strata_wal_discarded_bytes_total",
+            "Bytes cut from corrupt or torn WAL tails at start.",
+            registry=registry,
+        )
+        self.ready = Gauge(
+            "strata_ready", "1 when the gateway accepts writes (WAL replayed).", registry=registry
+        )
+
+
+class HeadCollector(Collector):
+    """Head and WAL sizes, read when /metrics is scraped."""
+
+    def __init__(self, head: Head, wal_size: Callable[[], tuple[int, int]]) -> None:
+        self.head = head
+        self.wal_size = wal_size
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Yield the gauges for the current state."""
+        series = GaugeMetricFamily("strata_head_series", "Series in the head.", labels=["tenant"])
+        samples = GaugeMetricFamily(
+            "strata_head_samples", "Samples in the head.", labels=["tenant"]
+        )
+        head_bytes = GaugeMetricFamily(
+            "strata_head_bytes", "Estimated memory held by the head.", labels=["tenant"]
+        )
+        for tenant, tenant_head in list(self.head.tenants.items()):
+            series.add_metric([tenant], tenant_head.series_count)
+            samples.add_metric([tenant], tenant_head.sample_count)
+            head_bytes.add_metric([tenant], tenant_head.nbytes)
+        yield series
+        yield samples
+        yield head_bytes
+        yield GaugeMetricFamily(
+            "strata_head_max_bytes", "Memory budget of the head.", value=self.head.max_bytes
+        )
+        segments, size = self.wal_size()
+        yield GaugeMetricFamily("strata_wal_segments", "WAL segment files.", value=segments)
+        yield GaugeMetricFamily("strata_wal_bytes", "Bytes in WAL segment files.", value=size)

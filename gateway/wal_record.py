@@ -1,0 +1,107 @@
+"""WAL record payloads: series definitions and sample columns; layout in docs/wal.md.
+
+Only the contents of records live here; framing and checksums are gateway/wal.py's.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from blocks.errors import StrataError
+
+SERIES = 1
+SAMPLES = 2
+# type, tenant length
+PREFIX = struct.Struct("<BB")
+COUNT = struct.Struct("<I")
+SERIES_ENTRY = struct.Struct("<II")  # ref, label bytes length
+
+
+class BadRecord(StrataError):
+    """A checksummed record whose contents still do not parse."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRecord:
+    """Labels of series that sample records of the same segment refer to by ref."""
+
+    tenant: str
+    refs: list[int]
+    labels: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class SamplesRecord:
+    """Samples as columns; refs name series defined earlier in the same segment."""
+
+    tenant: str
+    refs: np.ndarray
+    timestamps: np.ndarray
+    values: np.ndarray
+
+
+def _prefix(kind: int, tenant: str) -> bytes:
+    name = tenant.encode()
+    return PREFIX.pack(kind, len(name)) + name
+
+
+def encode_series(tenant: str, refs: list[int], labels: list[bytes]) -> bytes:
+    """A SERIES payload."""
+    parts = [_prefix(SERIES, tenant), COUNT.pack(len(refs))]
+    for ref, label_bytes in zip(refs, labels, strict=True):
+        parts.append(SERIES_ENTRY.pack(ref, len(label_bytes)))
+        parts.append(label_bytes)
+    return b"".join(parts)
+
+
+def encode_samples(
+    tenant: str, refs: np.ndarray, timestamps: np.ndarray, values: np.ndarray
+) -> bytes:
+    """A SAMPLES payload: little-endian refs (u32), timestamps (i64), value bits (f64)."""
+    return b"".join(
+        (
+            _prefix(SAMPLES, tenant),
+            COUNT.pack(len(refs)),
+            refs.astype("<u4", copy=False).tobytes(),
+            timestamps.astype("<i8", copy=False).tobytes(),
+            values.astype("<f8", copy=False).tobytes(),
+        )
+    )
+
+
+def decode(payload: bytes) -> SeriesRecord | SamplesRecord:
+    """Parse a payload written by encode_series or encode_samples."""
+    try:
+        kind, tenant_len = PREFIX.unpack_from(payload)
+        pos = PREFIX.size + tenant_len
+        tenant = payload[PREFIX.size : pos].decode()
+        (count,) = COUNT.unpack_from(payload, pos)
+        pos += COUNT.size
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise BadRecord(f"bad record prefix: {exc}") from None
+    if kind == SERIES:
+        refs: list[int] = []
+        labels: list[bytes] = []
+        for _ in range(count):
+            try:
+                ref, length = SERIES_ENTRY.unpack_from(payload, pos)
+            except struct.error:
+                raise BadRecord("series record ends early") from None
+            pos += SERIES_ENTRY.size
+            refs.append(ref)
+            labels.append(payload[pos : pos + length])
+            pos += length
+        if pos != len(payload):
+            raise BadRecord("series record has trailing bytes")
+        return SeriesRecord(tenant, refs, labels)
+    if kind == SAMPLES:
+        if len(payload) - pos != count * 20:
+            raise BadRecord(f"samples record of {count} samples has the wrong size")
+        refs_col = np.frombuffer(payload, "<u4", count, pos).astype(np.uint32)
+        ts = np.frombuffer(payload, "<i8", count, pos + 4 * count).astype(np.int64)
+        values = np.frombuffer(payload, "<f8", count, pos + 12 * count).astype(np.float64)
+        return SamplesRecord(tenant, refs_col, ts, values)
+    raise BadRecord(f"unknown record type {kind}")

@@ -1,0 +1,204 @@
+"""The write path: decoded request -> validated samples -> WAL -> head -> outcome.
+
+`Ingester.submit` runs on the event loop without awaiting, so head state, WAL order and
+the decisions made from them never interleave between requests; the caller then awaits
+durability. The head is updated at submit time, before the fsync: a request whose fsync
+fails gets 503, and its retry (a resend of the same samples) is logged again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from blocks.errors import InvalidRequest
+from gateway.config import GatewayConfig
+from gateway.decode import DecodedWrite
+from gateway.head import NO_SAMPLE, Head, TenantHead
+from gateway.head_append import AppendPlan
+from gateway.metrics import GatewayMetrics
+from gateway.validate import (
+    LabelRules,
+    RejectedSeries,
+    canonical_labels,
+    decode_labels,
+    format_labels,
+)
+from gateway.wal import WAL, frame
+from gateway.wal_record import encode_samples, encode_series
+
+
+@dataclass(slots=True)
+class WriteOutcome:
+    """What happened to one request's samples."""
+
+    tenant: str
+    stored: int = 0
+    resent: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    first_error: str = ""
+
+    def reject(self, reason: str, count: int, message: str) -> None:
+        """Count `count` samples refused for `reason`; keep the first message."""
+        if count <= 0:
+            return
+        self.rejected[reason] += count
+        if not self.first_error:
+            self.first_error = message
+
+    def raise_if_rejected(self) -> None:
+        """InvalidRequest (400) naming the rejections, once the rest is durable."""
+        total = sum(self.rejected.values())
+        if total:
+            kept = self.stored + self.resent
+            reasons = ", ".join(f"{n} {r}" for r, n in sorted(self.rejected.items()))
+            raise InvalidRequest(
+                f"rejected {total} samples ({reasons}), kept {kept}; first: {self.first_error}"
+            )
+
+
+class Ingester:
+    """Turns decoded requests into durable, stored samples."""
+
+    def __init__(
+        self, config: GatewayConfig, head: Head, wal: WAL, metrics: GatewayMetrics
+    ) -> None:
+        self.config = config
+        self.head = head
+        self.wal = wal
+        self.metrics = metrics
+        self.rules = LabelRules.from_config(config)
+
+    async def write(self, tenant: str, request: DecodedWrite) -> WriteOutcome:
+        """Store a request's valid samples durably; the outcome says what was refused."""
+        outcome, durable = self.submit(tenant, request, now_ms=int(time.time() * 1000))
+        if durable is not None:
+            await asyncio.wrap_future(durable)
+        self._count(outcome)
+        return outcome
+
+    def submit(
+        self, tenant: str, request: DecodedWrite, *, now_ms: int
+    ) -> tuple[WriteOutcome, Future[None] | None]:
+        """Validate, log and store; returns the outcome and the WAL's durability future."""
+        self.head.check_budget()
+        tenant_head = self.head.tenant(tenant)
+        outcome = WriteOutcome(tenant)
+        outcome.reject(
+            "native_histograms_unsupported",
+            request.histograms,
+            "native histograms are not stored by this version",
+        )
+        outcome.reject(
+            "exemplars_unsupported", request.exemplars, "exemplars are not stored by this version"
+        )
+        if request.metadata:
+            self.metrics.metadata_received.labels(tenant).inc(request.metadata)
+        entry_refs = self._resolve_series(tenant_head, request, outcome)
+        refs = entry_refs[request.sample_entry]
+        keep = refs >= 0
+        ts = request.timestamps
+        future = ts > now_ms + self.config.max_future_ms
+        self._reject_samples(outcome, "too_far_in_future", keep & future, request, refs)
+        out_of_range = ts == NO_SAMPLE
+        self._reject_samples(outcome, "timestamp_out_of_range", keep & out_of_range, request, refs)
+        keep &= ~future & ~out_of_range
+        if not keep.any():
+            return outcome, None
+        plan = tenant_head.plan(refs[keep].astype(np.uint32), ts[keep], request.values[keep])
+        conflicts = int(plan.conflict.sum())
+        if conflicts:
+            first = int(np.flatnonzero(plan.conflict)[0])
+            labels = decode_labels(tenant_head.labels[int(plan.refs[first])])
+            outcome.reject(
+                "duplicate_timestamp",
+                conflicts,
+                f"sample at {int(plan.timestamps[first])} of {format_labels(labels)} "
+                "has a different value than the one stored",
+            )
+        durable = self._log(tenant_head, plan)
+        tenant_head.commit(plan)
+        outcome.stored = int(plan.new.sum())
+        outcome.resent = int(plan.resent.sum())
+        return outcome, durable
+
+    def _resolve_series(
+        self, tenant_head: TenantHead, request: DecodedWrite, outcome: WriteOutcome
+    ) -> np.ndarray:
+        """Head ref of each TimeSeries entry; -1 for label sets that are refused."""
+        refs = np.empty(len(request.series_keys), dtype=np.int64)
+        samples_per_entry: np.ndarray | None = None
+        for index, key in enumerate(request.series_keys):
+            ref = tenant_head.ref_by_key.get(key)
+            if ref is None:
+                try:
+                    canonical = canonical_labels(request.series_labels[index], self.rules)
+                except RejectedSeries as exc:
+                    refs[index] = -1
+                    if samples_per_entry is None:
+                        samples_per_entry = np.bincount(
+                            request.sample_entry, minlength=len(request.series_keys)
+                        )
+                    outcome.reject(exc.code, int(samples_per_entry[index]), str(exc))
+                    self.metrics.series_rejected.labels(outcome.tenant, exc.code).inc()
+                    continue
+                before = tenant_head.series_count
+                ref = tenant_head.series_ref(canonical)
+                if tenant_head.series_count > before:
+                    self.metrics.series_created.labels(outcome.tenant).inc()
+                tenant_head.remember_key(key, ref)
+            refs[index] = ref
+        return refs
+
+    def _reject_samples(
+        self,
+        outcome: WriteOutcome,
+        reason: str,
+        mask: np.ndarray,
+        request: DecodedWrite,
+        refs: np.ndarray,
+    ) -> None:
+        count = int(mask.sum())
+        if count:
+            first = int(np.flatnonzero(mask)[0])
+            outcome.reject(
+                reason,
+                count,
+                f"sample timestamp {int(request.timestamps[first])} is {reason.replace('_', ' ')}",
+            )
+
+    def _log(self, tenant_head: TenantHead, plan: AppendPlan) -> Future[None] | None:
+        """Hand the samples that must be durable (new and resent) to the WAL."""
+        logged = plan.new | plan.resent
+        if not logged.any():
+            return None
+        refs = plan.refs[logged]
+        generation = self.wal.begin(len(refs) * 20 + 64)
+        seen = tenant_head.logged_generation.view
+        unlogged = np.unique(refs[seen[refs] != generation])
+        records = []
+        if len(unlogged):
+            labels = [tenant_head.labels[int(r)] for r in unlogged]
+            records.append(frame(encode_series(tenant_head.tenant, unlogged.tolist(), labels)))
+        records.append(
+            frame(
+                encode_samples(
+                    tenant_head.tenant, refs, plan.timestamps[logged], plan.values[logged]
+                )
+            )
+        )
+        durable = self.wal.submit(generation, b"".join(records))
+        seen[unlogged] = generation
+        return durable
+
+    def _count(self, outcome: WriteOutcome) -> None:
+        kept = outcome.stored + outcome.resent
+        if kept:
+            self.metrics.samples_received.labels(outcome.tenant).inc(kept)
+        for reason, count in outcome.rejected.items():
+            self.metrics.samples_rejected.labels(outcome.tenant, reason).inc(count)

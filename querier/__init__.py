@@ -1,0 +1,1 @@
+"""Remote read over head and bucket (see docs/architecture.md)."""
