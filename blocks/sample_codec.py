@@ -78,8 +78,8 @@ def decode_samples(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise CorruptBlock("sample batch series counts do not add up")
     offset = n_series * 8
     deltas = np.frombuffer(body, np.uint8, n * 8, offset).reshape(8, n).T.copy().view(np.int64)
-    xored = np.frombuffer(body, np.uint8, n * 8, offset + n * 8).reshape(8, n).T.copy()
-    xored = xored.view(np.uint64).ravel()
+    shuffled = np.frombuffer(body, np.uint8, n * 8, offset + n * 8).reshape(8, n)
+    xored = shuffled.T.copy().view(np.uint64).ravel()
     refs = np.repeat(unique_refs, counts)
     first = np.zeros(n_series, dtype=np.int64)
     first[1:] = np.cumsum(counts[:-1], dtype=np.int64)
