@@ -176,7 +176,9 @@ class WAL:
                     self.metrics.wal_fsync_seconds.observe(time.perf_counter() - started)
                 self._good_offset = os.lseek(self._fd, 0, os.SEEK_CUR)
             self._answer(unsynced)
-        except OSError as exc:
+        except Exception as exc:
+            # OSError above all (disk full, I/O error); anything else must not leave a
+            # request waiting forever on a future nobody will resolve.
             self._fail(unsynced, exc)
 
     def _answer(self, futures: list[Future[None]]) -> None:
@@ -185,7 +187,7 @@ class WAL:
         for future in futures:
             future.set_result(None)
 
-    def _fail(self, futures: list[Future[None]], exc: OSError) -> None:
+    def _fail(self, futures: list[Future[None]], exc: Exception) -> None:
         """Undo a failed write, move on to a new segment, fail everything not durable."""
         self.metrics.wal_failures.inc()
         segment = segment_path(self.wal_dir, self._segment).name
@@ -204,7 +206,8 @@ class WAL:
             self.generation += 1
             self._enqueued_bytes = 0
             stranded, self._pending = self._pending, []
-        error = StorageError("wal write", segment, exc.strerror or str(exc))
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        error = StorageError("wal write", segment, detail)
         for item in stranded:
             if item.future is not None:
                 futures.append(item.future)
