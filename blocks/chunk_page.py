@@ -1,0 +1,132 @@
+"""Chunk pages: many series' chunks compressed together; layout in docs/block-format.md#pages.
+
+A chunk is one series' samples over part of a block's time range. Chunks of neighbouring
+series (in index order, so mostly the same metric) share one zstandard frame, which is
+where most of the compression comes from; a query reads and decodes whole pages.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import zstandard
+
+from blocks.columns import (
+    delta_of_delta,
+    from_planes,
+    to_planes,
+    undelta_of_delta,
+    unxor_delta,
+    unzigzag,
+    xor_delta,
+    zigzag,
+)
+from blocks.errors import CorruptBlock
+
+PAGE_MAGIC = b"SP"
+PAGE_VERSION = 1
+# magic, version, chunk count, sample count
+PAGE_HEADER = struct.Struct("<2sHII")
+# Value encodings: 0..MAX_DECIMAL_SCALE store the value as an integer mantissa m with
+# value == m / 10**scale exactly (counters, and gauges of decimal numbers); XOR stores
+# the raw bits XOR the previous value's bits (anything else: NaN, -0.0, long fractions).
+MAX_DECIMAL_SCALE = 12
+VALUE_XOR = 255
+# Integers above 2**53 are not all representable as float64: no mantissa may exceed it.
+MANTISSA_LIMIT = float(2**53)
+ZSTD_LEVEL = 9
+
+
+def decimal_scales(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """For each chunk, the smallest exact decimal scale, or VALUE_XOR."""
+    scales = np.full(len(counts), VALUE_XOR, dtype=np.uint8)
+    nonempty = counts > 0
+    if not len(values):
+        return scales
+    starts = np.flatnonzero(nonempty)
+    offsets = np.zeros(len(counts), dtype=np.int64)
+    offsets[1:] = np.cumsum(counts[:-1])
+    bits = values.view(np.uint64)
+    undecided = nonempty.copy()
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(values)
+        for scale in range(MAX_DECIMAL_SCALE + 1):
+            factor = 10.0**scale
+            mantissa = np.round(values * factor)
+            exact = finite & (np.abs(mantissa) < MANTISSA_LIMIT)
+            exact &= (mantissa / factor).view(np.uint64) == bits
+            chunk_exact = np.zeros(len(counts), dtype=bool)
+            chunk_exact[starts] = np.logical_and.reduceat(exact, offsets[starts])
+            chosen = undecided & chunk_exact
+            scales[chosen] = scale
+            undecided &= ~chunk_exact
+            if not undecided.any():
+                break
+    return scales
+
+
+def encode_page(counts: np.ndarray, timestamps: np.ndarray, values: np.ndarray) -> bytes:
+    """Compress consecutive chunks (`counts` samples each) into one page."""
+    counts = np.ascontiguousarray(counts, dtype=np.uint32)
+    ts = np.ascontiguousarray(timestamps, dtype=np.int64)
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    runs = counts.astype(np.int64)
+    scales = decimal_scales(values, runs)
+    per_sample_scale = np.repeat(scales, runs)
+    decimal = per_sample_scale != VALUE_XOR
+    with np.errstate(all="ignore"):
+        factors = 10.0 ** per_sample_scale[decimal].astype(np.float64)
+        mantissas = np.zeros(len(values), dtype=np.int64)
+        mantissas[decimal] = np.round(values[decimal] * factors).astype(np.int64)
+    value_words = np.where(
+        decimal,
+        zigzag(delta_of_delta(mantissas, runs)),
+        xor_delta(values.view(np.uint64), runs),
+    )
+    body = b"".join(
+        (
+            PAGE_HEADER.pack(PAGE_MAGIC, PAGE_VERSION, len(counts), len(ts)),
+            counts.tobytes(),
+            scales.tobytes(),
+            to_planes(zigzag(delta_of_delta(ts, runs))),
+            to_planes(value_words),
+        )
+    )
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(body)
+
+
+def decode_page(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of encode_page: (counts, timestamps, values) of all chunks of the page."""
+    try:
+        body = zstandard.ZstdDecompressor().decompress(data)
+    except zstandard.ZstdError as exc:
+        raise CorruptBlock(f"page does not decompress: {exc}") from None
+    if len(body) < PAGE_HEADER.size:
+        raise CorruptBlock("page shorter than its header")
+    magic, version, n_chunks, n = PAGE_HEADER.unpack_from(body)
+    if magic != PAGE_MAGIC:
+        raise CorruptBlock(f"page magic {magic!r}")
+    if version != PAGE_VERSION:
+        raise CorruptBlock(f"page version {version} is not supported")
+    if len(body) != PAGE_HEADER.size + n_chunks * 5 + n * 16:
+        raise CorruptBlock("page size does not match its header")
+    pos = PAGE_HEADER.size
+    counts = np.frombuffer(body, np.uint32, n_chunks, pos).copy()
+    scales = np.frombuffer(body, np.uint8, n_chunks, pos + 4 * n_chunks)
+    pos += 5 * n_chunks
+    runs = counts.astype(np.int64)
+    if int(runs.sum()) != n:
+        raise CorruptBlock("page chunk sizes do not add up")
+    ts = undelta_of_delta(unzigzag(from_planes(body, n, pos)), runs)
+    words = from_planes(body, n, pos + 8 * n)
+    per_sample_scale = np.repeat(scales, runs)
+    decimal = per_sample_scale != VALUE_XOR
+    if (per_sample_scale[decimal] > MAX_DECIMAL_SCALE).any():
+        raise CorruptBlock("page has an unknown value encoding")
+    mantissas = undelta_of_delta(unzigzag(words), runs)
+    bits = unxor_delta(words, runs)
+    factors = 10.0 ** per_sample_scale[decimal].astype(np.float64)
+    decoded = bits.view(np.float64).copy()
+    decoded[decimal] = mantissas[decimal].astype(np.float64) / factors
+    return counts, ts, decoded

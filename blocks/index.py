@@ -1,0 +1,262 @@
+"""The series index of a block; layout in docs/block-format.md#index.
+
+Symbols (every label name and value once, sorted), series (sorted label sets as symbol
+refs, each with its chunks), pages (where each chunk page lies) and postings (for each
+label pair, the series that have it). Each section is a few numpy columns compressed
+with zstandard; bytes in, bytes out.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import zstandard
+
+from blocks.errors import CorruptBlock
+
+INDEX_MAGIC = b"STRATAIX"
+INDEX_VERSION = 1
+# magic, version, section count
+INDEX_HEADER = struct.Struct("<8sII")
+# section id, offset, length
+SECTION_ENTRY = struct.Struct("<IQQ")
+SECTION_SYMBOLS, SECTION_SERIES, SECTION_CHUNKS, SECTION_PAGES, SECTION_POSTINGS = 1, 2, 3, 4, 5
+# dtype code, element count
+ARRAY_HEADER = struct.Struct("<BQ")
+DTYPES: dict[int, np.dtype[np.generic]] = {
+    1: np.dtype("<u1"),
+    2: np.dtype("<u4"),
+    3: np.dtype("<u8"),
+    4: np.dtype("<i8"),
+}
+DTYPE_CODES = {dt: code for code, dt in DTYPES.items()}
+ZSTD_LEVEL = 9
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRefs:
+    """Columns with one row per chunk, in series order."""
+
+    page: np.ndarray  # u32: page number
+    slot: np.ndarray  # u32: position of the chunk inside its page
+    mint: np.ndarray  # i64: first sample time
+    maxt: np.ndarray  # i64: last sample time (inclusive)
+    samples: np.ndarray  # u32
+
+
+@dataclass(frozen=True, slots=True)
+class PageRefs:
+    """Columns with one row per page."""
+
+    segment: np.ndarray  # u32: chunks/NNNNNN file number
+    offset: np.ndarray  # u64: byte offset in that file
+    length: np.ndarray  # u32: compressed length
+
+
+@dataclass(frozen=True, slots=True)
+class BlockIndex:
+    """A decoded index. Series ids are positions in label order."""
+
+    symbols: list[str]
+    label_offsets: np.ndarray  # u64, series + 1: series i's pairs are [off[i], off[i+1])
+    label_pairs: np.ndarray  # u32, 2 per pair: name symbol, value symbol
+    chunk_offsets: np.ndarray  # u64, series + 1: series i's chunks are [off[i], off[i+1])
+    chunks: ChunkRefs
+    pages: PageRefs
+    posting_names: np.ndarray  # u32 symbol, sorted by (name, value)
+    posting_values: np.ndarray  # u32 symbol
+    posting_offsets: np.ndarray  # u64, pairs + 1
+    posting_series: np.ndarray  # u32 series ids
+
+    @property
+    def series_count(self) -> int:
+        """Number of series."""
+        return len(self.label_offsets) - 1
+
+    def labels(self, series: int) -> list[tuple[str, str]]:
+        """The label pairs of a series, sorted by name."""
+        refs = self.label_pairs[2 * self.label_offsets[series] : 2 * self.label_offsets[series + 1]]
+        return [
+            (self.symbols[n], self.symbols[v]) for n, v in zip(refs[::2], refs[1::2], strict=True)
+        ]
+
+    def symbol(self, text: str) -> int:
+        """The symbol number of a string, or -1 if the block has no such string."""
+        lo, hi = 0, len(self.symbols)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.symbols[mid] < text:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo if lo < len(self.symbols) and self.symbols[lo] == text else -1
+
+    def label_values(self, name: str) -> list[tuple[str, np.ndarray]]:
+        """Every value of a label name with the series that have it."""
+        sym = self.symbol(name)
+        if sym < 0:
+            return []
+        lo = int(np.searchsorted(self.posting_names, sym, "left"))
+        hi = int(np.searchsorted(self.posting_names, sym, "right"))
+        return [
+            (
+                self.symbols[int(self.posting_values[i])],
+                self.posting_series[self.posting_offsets[i] : self.posting_offsets[i + 1]],
+            )
+            for i in range(lo, hi)
+        ]
+
+    def postings(self, name: str, value: str) -> np.ndarray:
+        """Sorted ids of the series with label name=value."""
+        for candidate, series in self.label_values(name):
+            if candidate == value:
+                return series
+        return np.zeros(0, dtype=np.uint32)
+
+    def chunk_range(self, series: int) -> tuple[int, int]:
+        """The rows of a series' chunks in `chunks`."""
+        return int(self.chunk_offsets[series]), int(self.chunk_offsets[series + 1])
+
+
+def _pack(arrays: Sequence[np.ndarray]) -> bytes:
+    parts = [struct.pack("<I", len(arrays))]
+    for array in arrays:
+        dtype = array.dtype.newbyteorder("<")
+        parts.append(ARRAY_HEADER.pack(DTYPE_CODES[dtype], len(array)))
+        parts.append(np.ascontiguousarray(array, dtype=dtype).tobytes())
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(b"".join(parts))
+
+
+def _unpack(data: bytes, expected: int) -> list[np.ndarray]:
+    try:
+        body = zstandard.ZstdDecompressor().decompress(data)
+        (count,) = struct.unpack_from("<I", body)
+        pos = 4
+        arrays = []
+        for _ in range(count):
+            code, length = ARRAY_HEADER.unpack_from(body, pos)
+            pos += ARRAY_HEADER.size
+            dtype = DTYPES[code]
+            arrays.append(np.frombuffer(body, dtype, length, pos))
+            pos += length * dtype.itemsize
+    except (zstandard.ZstdError, struct.error, KeyError, ValueError) as exc:
+        raise CorruptBlock(f"index section unreadable: {exc!r}", obj="index") from None
+    if count != expected or pos != len(body):
+        raise CorruptBlock("index section has the wrong shape", obj="index")
+    return arrays
+
+
+def encode_index(index: BlockIndex) -> bytes:
+    """The index object's bytes."""
+    blob = "".join(index.symbols).encode()
+    lengths = np.array([len(s.encode()) for s in index.symbols], dtype=np.uint32)
+    sections = {
+        SECTION_SYMBOLS: _pack([lengths, np.frombuffer(blob, np.uint8)]),
+        SECTION_SERIES: _pack([index.label_offsets, index.label_pairs, index.chunk_offsets]),
+        SECTION_CHUNKS: _pack(
+            [
+                index.chunks.page,
+                index.chunks.slot,
+                index.chunks.mint,
+                index.chunks.maxt,
+                index.chunks.samples,
+            ]
+        ),
+        SECTION_PAGES: _pack([index.pages.segment, index.pages.offset, index.pages.length]),
+        SECTION_POSTINGS: _pack(
+            [
+                index.posting_names,
+                index.posting_values,
+                index.posting_offsets,
+                index.posting_series,
+            ]
+        ),
+    }
+    out = [INDEX_HEADER.pack(INDEX_MAGIC, INDEX_VERSION, len(sections))]
+    offset = INDEX_HEADER.size + SECTION_ENTRY.size * len(sections)
+    table = []
+    for section_id, data in sections.items():
+        table.append(SECTION_ENTRY.pack(section_id, offset, len(data)))
+        offset += len(data)
+    return b"".join(out + table + list(sections.values()))
+
+
+def decode_index(data: bytes) -> BlockIndex:
+    """Parse an index object; CorruptBlock on anything unexpected."""
+    try:
+        magic, version, count = INDEX_HEADER.unpack_from(data)
+    except struct.error:
+        raise CorruptBlock("index shorter than its header", obj="index") from None
+    if magic != INDEX_MAGIC:
+        raise CorruptBlock(f"index magic {magic!r}", obj="index")
+    if version != INDEX_VERSION:
+        raise CorruptBlock(f"index version {version} is not supported", obj="index")
+    sections: dict[int, bytes] = {}
+    for i in range(count):
+        try:
+            section_id, offset, length = SECTION_ENTRY.unpack_from(
+                data, INDEX_HEADER.size + i * SECTION_ENTRY.size
+            )
+        except struct.error:
+            raise CorruptBlock("index section table cut short", obj="index") from None
+        if offset + length > len(data):
+            raise CorruptBlock("index section past the end", obj="index")
+        sections[section_id] = data[offset : offset + length]
+    missing = {SECTION_SYMBOLS, SECTION_SERIES, SECTION_CHUNKS, SECTION_PAGES, SECTION_POSTINGS}
+    missing -= sections.keys()
+    if missing:
+        raise CorruptBlock(f"index lacks sections {sorted(missing)}", obj="index")
+    lengths, blob = _unpack(sections[SECTION_SYMBOLS], 2)
+    ends = np.cumsum(lengths, dtype=np.int64)
+    raw = blob.tobytes()
+    try:
+        symbols = [
+            raw[e - n : e].decode() for e, n in zip(ends.tolist(), lengths.tolist(), strict=True)
+        ]
+    except UnicodeDecodeError:
+        raise CorruptBlock("index symbol is not UTF-8", obj="index") from None
+    label_offsets, label_pairs, chunk_offsets = _unpack(sections[SECTION_SERIES], 3)
+    page, slot, mint, maxt, samples = _unpack(sections[SECTION_CHUNKS], 5)
+    segment, offset_col, length_col = _unpack(sections[SECTION_PAGES], 3)
+    names, values, offsets, series = _unpack(sections[SECTION_POSTINGS], 4)
+    index = BlockIndex(
+        symbols=symbols,
+        label_offsets=label_offsets,
+        label_pairs=label_pairs,
+        chunk_offsets=chunk_offsets,
+        chunks=ChunkRefs(page, slot, mint, maxt, samples),
+        pages=PageRefs(segment, offset_col, length_col),
+        posting_names=names,
+        posting_values=values,
+        posting_offsets=offsets,
+        posting_series=series,
+    )
+    check_index(index)
+    return index
+
+
+def check_index(index: BlockIndex) -> None:
+    """Cross-check the columns so later lookups cannot index out of bounds."""
+    n_symbols = len(index.symbols)
+    n_series = index.series_count
+    n_chunks = len(index.chunks.page)
+    problems = []
+    if len(index.label_pairs) and int(index.label_pairs.max()) >= n_symbols:
+        problems.append("label symbol out of range")
+    if len(index.label_offsets) < 1 or int(index.label_offsets[-1]) * 2 != len(index.label_pairs):
+        problems.append("label offsets do not match pairs")
+    if len(index.chunk_offsets) != n_series + 1 or int(index.chunk_offsets[-1]) != n_chunks:
+        problems.append("chunk offsets do not match chunks")
+    if n_chunks and int(index.chunks.page.max()) >= len(index.pages.offset):
+        problems.append("chunk page out of range")
+    if len(index.posting_offsets) != len(index.posting_names) + 1:
+        problems.append("posting offsets do not match pairs")
+    elif int(index.posting_offsets[-1]) != len(index.posting_series):
+        problems.append("posting offsets do not match series")
+    if len(index.posting_series) and int(index.posting_series.max()) >= n_series:
+        problems.append("posting series out of range")
+    if problems:
+        raise CorruptBlock("; ".join(problems), obj="index")

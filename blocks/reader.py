@@ -1,0 +1,123 @@
+"""Reading a block from an object store: meta, index, and just the pages a query needs.
+
+Pages are fetched with range reads; neighbouring pages of one segment are fetched in one
+read when the gap between them is small, since a request costs more than a few bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+import numpy as np
+
+from blocks.chunk_page import decode_page
+from blocks.errors import CorruptBlock
+from blocks.index import BlockIndex, decode_index
+from blocks.meta import INDEX_FILENAME, META_FILENAME, BlockMeta
+from blocks.writer import segment_name
+
+# Pages closer than this are fetched in one range read.
+COALESCE_GAP_BYTES = 64 << 10
+
+
+class RangeSource(Protocol):
+    """What a reader needs from a store."""
+
+    def get(self, key: str) -> bytes:
+        """The whole object."""
+        ...
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the object."""
+        ...
+
+
+class BlockReader:
+    """One block: its meta, its index, and sample reads by series and time range."""
+
+    def __init__(
+        self,
+        source: RangeSource,
+        prefix: str,
+        *,
+        meta: BlockMeta | None = None,
+        index: BlockIndex | None = None,
+    ) -> None:
+        self.source = source
+        self.prefix = prefix.rstrip("/")
+        self.meta = meta or BlockMeta.from_json(source.get(f"{self.prefix}/{META_FILENAME}"))
+        self.index = index or decode_index(source.get(f"{self.prefix}/{INDEX_FILENAME}"))
+
+    def read_series(
+        self, series_ids: Iterable[int], mint: int, maxt: int
+    ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Samples with mint <= t <= maxt of each series (inclusive bounds, time-sorted)."""
+        index = self.index
+        wanted: dict[int, list[int]] = {}
+        for series in series_ids:
+            lo, hi = index.chunk_range(series)
+            overlap = (index.chunks.maxt[lo:hi] >= mint) & (index.chunks.mint[lo:hi] <= maxt)
+            wanted[series] = [lo + int(r) for r in np.flatnonzero(overlap)]
+        pages = sorted({int(index.chunks.page[r]) for rows in wanted.values() for r in rows})
+        decoded = self._fetch_pages(pages)
+        out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for series, chunk_rows in wanted.items():
+            ts_parts: list[np.ndarray] = []
+            value_parts: list[np.ndarray] = []
+            for row in chunk_rows:
+                page_ts, page_values, starts = decoded[int(index.chunks.page[row])]
+                slot = int(index.chunks.slot[row])
+                begin, end = int(starts[slot]), int(starts[slot + 1])
+                if end - begin != int(index.chunks.samples[row]):
+                    raise CorruptBlock(
+                        "chunk size differs from the index", block_id=self.meta.block_id
+                    )
+                ts_parts.append(page_ts[begin:end])
+                value_parts.append(page_values[begin:end])
+            ts = np.concatenate(ts_parts) if ts_parts else np.zeros(0, dtype=np.int64)
+            values = np.concatenate(value_parts) if value_parts else np.zeros(0)
+            keep = (ts >= mint) & (ts <= maxt)
+            out[series] = (ts[keep], values[keep])
+        return out
+
+    def _fetch_pages(
+        self, pages: list[int]
+    ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Decoded pages: page -> (timestamps, values, chunk start offsets)."""
+        refs = self.index.pages
+        decoded: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for group in coalesce(pages, refs.segment, refs.offset, refs.length):
+            segment = int(refs.segment[group[0]])
+            start = int(refs.offset[group[0]])
+            end = int(refs.offset[group[-1]]) + int(refs.length[group[-1]])
+            data = self.source.get_range(f"{self.prefix}/{segment_name(segment)}", start, end)
+            if len(data) != end - start:
+                raise CorruptBlock(
+                    "chunk segment shorter than the index says",
+                    block_id=self.meta.block_id,
+                    obj=segment_name(segment),
+                )
+            for page in group:
+                offset = int(refs.offset[page]) - start
+                counts, ts, values = decode_page(data[offset : offset + int(refs.length[page])])
+                starts = np.zeros(len(counts) + 1, dtype=np.int64)
+                starts[1:] = np.cumsum(counts, dtype=np.int64)
+                decoded[page] = (ts, values, starts)
+        return decoded
+
+
+def coalesce(
+    pages: list[int], segment: np.ndarray, offset: np.ndarray, length: np.ndarray
+) -> list[list[int]]:
+    """Group sorted page numbers into runs that one range read can fetch."""
+    groups: list[list[int]] = []
+    for page in pages:
+        if groups:
+            last = groups[-1][-1]
+            gap = int(offset[page]) - (int(offset[last]) + int(length[last]))
+            if int(segment[page]) == int(segment[last]) and 0 <= gap <= COALESCE_GAP_BYTES:
+                groups[-1].append(page)
+                continue
+        groups.append([page])
+    return groups

@@ -1,0 +1,239 @@
+"""Building a block in a local directory: chunk pages, then index, then meta.json.
+
+Series are added in label order; their samples are cut into chunks, chunks packed into
+pages, pages appended to chunk segment files as they fill, so memory holds one page,
+not the block. The directory is built as `<id>.tmp` and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from blocks.chunk_page import encode_page
+from blocks.errors import StrataError
+from blocks.index import BlockIndex, ChunkRefs, PageRefs, encode_index
+from blocks.meta import (
+    CHUNKS_DIRNAME,
+    INDEX_FILENAME,
+    META_FILENAME,
+    BlockMeta,
+    BlockStats,
+    Resolution,
+)
+
+# A chunk holds at most this many samples: the unit a query trims to its time range.
+CHUNK_MAX_SAMPLES = 2048
+# A page is closed once it holds this many samples: about 256 KiB before compression,
+# 10-60 KiB after, which is what one range read fetches for one series.
+PAGE_TARGET_SAMPLES = 16384
+# Chunk segment files are started anew past this size, so no object gets huge.
+SEGMENT_MAX_BYTES = 512 << 20
+
+Labels = list[tuple[str, str]]
+
+
+class OutOfOrder(StrataError):
+    """Series were not added in label order."""
+
+
+def segment_name(number: int) -> str:
+    """Chunk segment object names: chunks/000001 …"""
+    return f"{CHUNKS_DIRNAME}/{number:06d}"
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or directory."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlockWriter:
+    """Writes one block into `<parent>/<block_id>`."""
+
+    def __init__(self, parent: Path, block_id: str) -> None:
+        self.final_dir = parent / block_id
+        self.dir = parent / f"{block_id}.tmp"
+        self.block_id = block_id
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        (self.dir / CHUNKS_DIRNAME).mkdir(parents=True)
+        self._labels: list[Labels] = []
+        self._chunk_offsets = [0]
+        self._chunk_page: list[int] = []
+        self._chunk_slot: list[int] = []
+        self._chunk_mint: list[int] = []
+        self._chunk_maxt: list[int] = []
+        self._chunk_samples: list[int] = []
+        self._page_segment: list[int] = []
+        self._page_offset: list[int] = []
+        self._page_length: list[int] = []
+        self._pending_counts: list[int] = []
+        self._pending_ts: list[np.ndarray] = []
+        self._pending_values: list[np.ndarray] = []
+        self._pending_samples = 0
+        self._segment = 0
+        self._segment_bytes = 0
+        self._file: BinaryIO | None = None
+        self.samples = 0
+        self.bytes = 0
+        self.mint: int | None = None
+        self.maxt: int | None = None
+
+    def add_series(self, labels: Labels, timestamps: np.ndarray, values: np.ndarray) -> None:
+        """Add a series with time-sorted, duplicate-free samples; series in label order."""
+        if self._labels and labels <= self._labels[-1]:
+            raise OutOfOrder(f"series {labels} added after {self._labels[-1]}")
+        if not len(timestamps):
+            return
+        self._labels.append(labels)
+        for start in range(0, len(timestamps), CHUNK_MAX_SAMPLES):
+            ts = timestamps[start : start + CHUNK_MAX_SAMPLES]
+            self._chunk_page.append(len(self._page_offset))
+            self._chunk_slot.append(len(self._pending_counts))
+            self._chunk_mint.append(int(ts[0]))
+            self._chunk_maxt.append(int(ts[-1]))
+            self._chunk_samples.append(len(ts))
+            self._pending_counts.append(len(ts))
+            self._pending_ts.append(ts)
+            self._pending_values.append(values[start : start + CHUNK_MAX_SAMPLES])
+            self._pending_samples += len(ts)
+            if self._pending_samples >= PAGE_TARGET_SAMPLES:
+                self._flush_page()
+        self._chunk_offsets.append(len(self._chunk_page))
+        self.samples += len(timestamps)
+        first, last = int(timestamps[0]), int(timestamps[-1])
+        self.mint = first if self.mint is None else min(self.mint, first)
+        self.maxt = last if self.maxt is None else max(self.maxt, last)
+
+    def _flush_page(self) -> None:
+        if not self._pending_counts:
+            return
+        page = encode_page(
+            np.array(self._pending_counts, dtype=np.uint32),
+            np.concatenate(self._pending_ts),
+            np.concatenate(self._pending_values),
+        )
+        if self._file is None or self._segment_bytes + len(page) > SEGMENT_MAX_BYTES:
+            self._open_segment()
+        assert self._file is not None
+        self._page_segment.append(self._segment)
+        self._page_offset.append(self._segment_bytes)
+        self._page_length.append(len(page))
+        self._file.write(page)
+        self._segment_bytes += len(page)
+        self.bytes += len(page)
+        self._pending_counts, self._pending_ts, self._pending_values = [], [], []
+        self._pending_samples = 0
+
+    def _open_segment(self) -> None:
+        self._close_segment()
+        self._segment += 1
+        self._file = (self.dir / segment_name(self._segment)).open("wb")
+        self._segment_bytes = 0
+
+    def _close_segment(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+
+    def finish(
+        self,
+        *,
+        tenant: str,
+        resolution: Resolution = Resolution.RAW,
+        level: int = 1,
+        sources: tuple[str, ...] = (),
+        external_labels: dict[str, str] | None = None,
+        mint: int | None = None,
+        maxt: int | None = None,
+    ) -> BlockMeta:
+        """Write index and meta.json, fsync, rename into place; the block's meta.
+
+        `mint`/`maxt` default to the data's range (maxt exclusive); a cut passes its window.
+        """
+        self._flush_page()
+        self._close_segment()
+        index = self._build_index()
+        index_bytes = encode_index(index)
+        (self.dir / INDEX_FILENAME).write_bytes(index_bytes)
+        meta = BlockMeta(
+            block_id=self.block_id,
+            tenant=tenant,
+            mint=mint if mint is not None else (self.mint if self.mint is not None else 0),
+            maxt=maxt if maxt is not None else (self.maxt + 1 if self.maxt is not None else 0),
+            resolution=resolution,
+            level=level,
+            sources=sources or (self.block_id,),
+            stats=BlockStats(
+                series=len(self._labels),
+                samples=self.samples,
+                chunks=len(self._chunk_page),
+                pages=len(self._page_offset),
+                bytes=self.bytes + len(index_bytes),
+            ),
+            external_labels=external_labels or {},
+        )
+        (self.dir / META_FILENAME).write_bytes(meta.to_json())
+        for path in (
+            self.dir / INDEX_FILENAME,
+            self.dir / META_FILENAME,
+            self.dir / CHUNKS_DIRNAME,
+        ):
+            fsync_path(path)
+        fsync_path(self.dir)
+        if self.final_dir.exists():
+            shutil.rmtree(self.final_dir)
+        self.dir.rename(self.final_dir)
+        fsync_path(self.final_dir.parent)
+        return meta
+
+    def abort(self) -> None:
+        """Throw the partial block away."""
+        self._close_segment()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _build_index(self) -> BlockIndex:
+        symbols = sorted({s for labels in self._labels for pair in labels for s in pair})
+        number = {s: i for i, s in enumerate(symbols)}
+        pairs = [number[s] for labels in self._labels for pair in labels for s in pair]
+        label_offsets = np.zeros(len(self._labels) + 1, dtype=np.uint64)
+        label_offsets[1:] = np.cumsum([len(labels) for labels in self._labels])
+        postings: dict[tuple[int, int], list[int]] = {}
+        for series, labels in enumerate(self._labels):
+            for name, value in labels:
+                postings.setdefault((number[name], number[value]), []).append(series)
+        keys = sorted(postings)
+        posting_offsets = np.zeros(len(keys) + 1, dtype=np.uint64)
+        posting_offsets[1:] = np.cumsum([len(postings[k]) for k in keys])
+        return BlockIndex(
+            symbols=symbols,
+            label_offsets=label_offsets,
+            label_pairs=np.array(pairs, dtype=np.uint32),
+            chunk_offsets=np.array(self._chunk_offsets, dtype=np.uint64),
+            chunks=ChunkRefs(
+                page=np.array(self._chunk_page, dtype=np.uint32),
+                slot=np.array(self._chunk_slot, dtype=np.uint32),
+                mint=np.array(self._chunk_mint, dtype=np.int64),
+                maxt=np.array(self._chunk_maxt, dtype=np.int64),
+                samples=np.array(self._chunk_samples, dtype=np.uint32),
+            ),
+            pages=PageRefs(
+                segment=np.array(self._page_segment, dtype=np.uint32),
+                offset=np.array(self._page_offset, dtype=np.uint64),
+                length=np.array(self._page_length, dtype=np.uint32),
+            ),
+            posting_names=np.array([k[0] for k in keys], dtype=np.uint32),
+            posting_values=np.array([k[1] for k in keys], dtype=np.uint32),
+            posting_offsets=posting_offsets,
+            posting_series=np.array([s for k in keys for s in postings[k]], dtype=np.uint32),
+        )
