@@ -54,8 +54,11 @@ def decimal_scales(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
         for scale in range(MAX_DECIMAL_SCALE + 1):
             factor = 10.0**scale
             mantissa = np.round(values * factor)
-            exact = finite & (np.abs(mantissa) < MANTISSA_LIMIT)
-            exact &= (mantissa / factor).view(np.uint64) == bits
+            usable = finite & (np.abs(mantissa) < MANTISSA_LIMIT)
+            # Check through the int64 the page will hold, not the float: -0.0 would
+            # pass as a float mantissa and come back as +0.0 from the integer 0.
+            integers = np.where(usable, mantissa, 0.0).astype(np.int64)
+            exact = usable & ((integers.astype(np.float64) / factor).view(np.uint64) == bits)
             chunk_exact = np.zeros(len(counts), dtype=bool)
             chunk_exact[starts] = np.logical_and.reduceat(exact, offsets[starts])
             chosen = undecided & chunk_exact
