@@ -33,6 +33,27 @@ class FrozenBatch:
     samples: int
 
 
+@dataclass(frozen=True, slots=True)
+class HeadSnapshot:
+    """Samples taken out of a head: compressed batches and uncompressed columns."""
+
+    frozen: list[FrozenBatch]
+    recent: SampleColumns
+
+    def sorted_samples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All samples sorted by (ref, timestamp), exact duplicates dropped."""
+        parts = [decode_samples(b.data) for b in self.frozen]
+        parts.append(self.recent.sorted_view())
+        refs = np.concatenate([p[0] for p in parts])
+        ts = np.concatenate([p[1] for p in parts])
+        values = np.concatenate([p[2] for p in parts])
+        order = np.lexsort((ts, refs))
+        refs, ts, values = refs[order], ts[order], values[order]
+        repeat = np.zeros(len(refs), dtype=bool)
+        repeat[1:] = (refs[1:] == refs[:-1]) & (ts[1:] == ts[:-1])
+        return refs[~repeat], ts[~repeat], values[~repeat]
+
+
 class TenantHead:
     """One tenant's series and samples."""
 
@@ -135,15 +156,47 @@ class TenantHead:
                     bits[slot] = s_bits[i]
         return found, bits
 
+    def detach(self) -> HeadSnapshot:
+        """Take all stored samples out of the head (O(1)); series and last samples stay.
+
+        The caller cuts the snapshot into blocks and gives back what it does not cut
+        with `restore`. Meanwhile an older sample is not checked against the snapshot,
+        so a resend may be stored twice; readers drop such exact duplicates.
+        """
+        snapshot = HeadSnapshot(self.frozen, self.recent)
+        self.frozen = []
+        self.frozen_bytes = 0
+        self.frozen_samples = 0
+        self.recent = SampleColumns()
+        return snapshot
+
+    def restore(self, refs: np.ndarray, timestamps: np.ndarray, values: np.ndarray) -> None:
+        """Put samples sorted by (ref, timestamp) back as one compressed batch."""
+        if not len(refs):
+            return
+        batch = FrozenBatch(
+            encode_samples(refs, timestamps, values),
+            int(timestamps.min()),
+            int(timestamps.max()),
+            len(refs),
+        )
+        self.frozen.append(batch)
+        self.frozen_bytes += len(batch.data)
+        self.frozen_samples += batch.samples
+
+    def time_range(self) -> tuple[int, int] | None:
+        """(oldest, newest) sample time held, or None when empty."""
+        bounds = [(b.mint, b.maxt) for b in self.frozen]
+        if len(self.recent):
+            ts = self.recent.timestamps.view
+            bounds.append((int(ts.min()), int(ts.max())))
+        if not bounds:
+            return None
+        return min(b[0] for b in bounds), max(b[1] for b in bounds)
+
     def series_samples(self) -> Iterator[tuple[bytes, np.ndarray, np.ndarray]]:
         """Every series with samples: (canonical labels, timestamps, values), time-sorted."""
-        parts = [decode_samples(b.data) for b in self.frozen]
-        parts.append(self.recent.sorted_view())
-        refs = np.concatenate([p[0] for p in parts])
-        ts = np.concatenate([p[1] for p in parts])
-        values = np.concatenate([p[2] for p in parts])
-        order = np.lexsort((ts, refs))
-        refs, ts, values = refs[order], ts[order], values[order]
+        refs, ts, values = HeadSnapshot(self.frozen, self.recent).sorted_samples()
         bounds = np.flatnonzero(np.diff(refs)) + 1
         starts = np.concatenate(([0], bounds))
         ends = np.concatenate((bounds, [len(refs)]))

@@ -62,8 +62,9 @@ def fsync_dir(path: Path) -> None:
 
 @dataclass(slots=True)
 class _Pending:
-    data: bytes | None  # None: start a new segment here
+    data: bytes | None  # None: start a new segment here, for `generation`
     future: Future[None] | None
+    generation: int = -1
 
 
 class WAL:
@@ -87,6 +88,8 @@ class WAL:
         self._segment = 0
         self._good_offset = 0
         self._thread: threading.Thread | None = None
+        # generation -> number of the first segment holding its records
+        self._first_segment: dict[int, int] = {}
 
     def start(self) -> None:
         """Start the writer; the first write opens a segment after all existing ones."""
@@ -101,9 +104,38 @@ class WAL:
         with self._cond:
             if self._enqueued_bytes and self._enqueued_bytes + size_hint > self.segment_bytes:
                 self.generation += 1
-                self._pending.append(_Pending(None, None))
+                self._pending.append(_Pending(None, None, self.generation))
                 self._enqueued_bytes = 0
             return self.generation
+
+    def rotate(self) -> int:
+        """Send everything from now on to a new segment; returns its generation.
+
+        Segments before it can be removed with `remove_before(generation)` once all their
+        samples are safe elsewhere.
+        """
+        with self._cond:
+            self.generation += 1
+            self._pending.append(_Pending(None, None, self.generation))
+            self._enqueued_bytes = 0
+            self._cond.notify()
+            return self.generation
+
+    def remove_before(self, generation: int) -> int:
+        """Delete the segments written before `generation` started; returns how many."""
+        with self._cond:
+            first = self._first_segment.get(generation)
+        if first is None:
+            return 0
+        removed = 0
+        for number, path in list_segments(self.wal_dir):
+            if number < first:
+                path.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            fsync_dir(self.wal_dir)
+            log.info("wal truncated segments=%d before=%08d", removed, first)
+        return removed
 
     def submit(self, generation: int, data: bytes) -> Future[None]:
         """Queue framed records encoded for `generation`; the future is durability."""
@@ -159,9 +191,12 @@ class WAL:
                     self._close_segment()
                     self._answer(unsynced)
                     unsynced = []
+                    self._open_segment(item.generation)
                     continue
                 if self._fd is None:
-                    self._open_segment()
+                    with self._cond:
+                        generation = self.generation
+                    self._open_segment(generation)
                 assert self._fd is not None
                 view = memoryview(item.data)
                 while view:
@@ -214,7 +249,7 @@ class WAL:
         for future in futures:
             future.set_exception(error)
 
-    def _open_segment(self) -> None:
+    def _open_segment(self, generation: int) -> None:
         self._segment += 1
         path = segment_path(self.wal_dir, self._segment)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -230,6 +265,8 @@ class WAL:
             raise
         self._fd = fd
         self._good_offset = SEGMENT_HEADER.size
+        with self._cond:
+            self._first_segment.setdefault(generation, self._segment)
         self.metrics.wal_segments_created.inc()
         log.debug("wal segment started segment=%s", path.name)
 
