@@ -22,6 +22,7 @@ from blocks.columns import (
     xor_delta,
     zigzag,
 )
+from blocks.compression import decompress
 from blocks.errors import CorruptBlock
 
 PAGE_MAGIC = b"SP"
@@ -36,6 +37,8 @@ VALUE_XOR = 255
 # Integers above 2**53 are not all representable as float64: no mantissa may exceed it.
 MANTISSA_LIMIT = float(2**53)
 ZSTD_LEVEL = 9
+# Far above what the writer makes (about 18k samples, 300 KiB): a bound for corrupt pages.
+MAX_PAGE_BYTES = 64 << 20
 
 
 def decimal_scales(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -101,10 +104,7 @@ def encode_page(counts: np.ndarray, timestamps: np.ndarray, values: np.ndarray) 
 
 def decode_page(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inverse of encode_page: (counts, timestamps, values) of all chunks of the page."""
-    try:
-        body = zstandard.ZstdDecompressor().decompress(data)
-    except zstandard.ZstdError as exc:
-        raise CorruptBlock(f"page does not decompress: {exc}") from None
+    body = decompress(data, limit=MAX_PAGE_BYTES, what="chunk page")
     if len(body) < PAGE_HEADER.size:
         raise CorruptBlock("page shorter than its header")
     magic, version, n_chunks, n = PAGE_HEADER.unpack_from(body)

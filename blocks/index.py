@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import zstandard
 
+from blocks.compression import decompress
 from blocks.errors import CorruptBlock
 
 INDEX_MAGIC = b"STRATAIX"
@@ -34,6 +35,8 @@ DTYPES: dict[int, np.dtype[np.generic]] = {
 }
 DTYPE_CODES = {dt: code for code, dt in DTYPES.items()}
 ZSTD_LEVEL = 9
+# An index section larger than this is taken for corruption (tens of millions of series).
+MAX_SECTION_BYTES = 4 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +135,7 @@ def _pack(arrays: Sequence[np.ndarray]) -> bytes:
 
 def _unpack(data: bytes, expected: int) -> list[np.ndarray]:
     try:
-        body = zstandard.ZstdDecompressor().decompress(data)
+        body = decompress(data, limit=MAX_SECTION_BYTES, what="index section")
         (count,) = struct.unpack_from("<I", body)
         pos = 4
         arrays = []

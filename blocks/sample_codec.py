@@ -12,6 +12,7 @@ import struct
 import numpy as np
 import zstandard
 
+from blocks.compression import decompress
 from blocks.errors import CorruptBlock
 
 MAGIC = b"SSC1"
@@ -64,16 +65,13 @@ def decode_samples(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if magic != MAGIC:
         raise CorruptBlock(f"sample batch has magic {magic!r}")
     expected = n_series * 8 + n * 16
-    try:
-        body = zstandard.ZstdDecompressor().decompress(
-            data[HEADER.size :], max_output_size=expected
-        )
-    except zstandard.ZstdError as exc:
-        raise CorruptBlock(f"sample batch does not decompress: {exc}") from None
+    body = decompress(data[HEADER.size :], limit=expected, what="sample batch")
     if len(body) != expected:
         raise CorruptBlock(f"sample batch holds {len(body)} bytes, expected {expected}")
     unique_refs = np.frombuffer(body, np.uint32, n_series, 0)
     counts = np.frombuffer(body, np.uint32, n_series, n_series * 4)
+    if (counts == 0).any():
+        raise CorruptBlock("sample batch has an empty series run")
     if int(counts.sum(dtype=np.int64)) != n:
         raise CorruptBlock("sample batch series counts do not add up")
     offset = n_series * 8

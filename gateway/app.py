@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse
-from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from blocks.errors import RequestTooLarge, StrataError, Unavailable
 from gateway.config import GatewayConfig
@@ -152,5 +152,10 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry) -> FastAPI:
             return PlainTextResponse("Strata is Ready.\n")
         return PlainTextResponse("Strata is not ready.\n", status_code=503)
 
-    app.mount("/metrics", make_asgi_app(registry=registry))
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        # A route, not a mounted app: a mount answers /metrics with a redirect to /metrics/.
+        body = await asyncio.to_thread(generate_latest, registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     return app
