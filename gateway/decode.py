@@ -6,6 +6,7 @@ the limit *before* decompressing: a six-byte body can declare 4 GiB.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ V2_PROTO = "io.prometheus.write.v2.Request"
 class DecodedWrite:
     """One remote-write request with its samples as columns.
 
-    `series_keys[i]` is the raw label bytes of the i-th TimeSeries entry;
+    `series_keys[i]` identifies the i-th TimeSeries entry's labels as sent (series_key);
     `sample_entry[j]` says which entry sample j belongs to.
     """
 
@@ -87,6 +88,27 @@ def decompress_snappy(body: bytes, max_decompressed_bytes: int) -> bytes:
     return raw
 
 
+def series_key(pairs: list[bytes]) -> bytes:
+    """A dict key for a series as a sender encoded its labels, before any validation.
+
+    The label messages alone would not do: different lists of messages can concatenate
+    to the same bytes, and an invalid list would then find a valid series without being
+    checked. The key also holds each message's length and the count, so it names one
+    list. (Canonical label bytes start with 0x0a; these keys never do.)
+    """
+    try:
+        lengths = bytes(map(len, pairs))
+        count = bytes((len(pairs),))
+    except ValueError:  # a label of 256 bytes or more, or 256 labels or more
+        return (
+            b"\x02"
+            + b"".join(pairs)
+            + array("I", map(len, pairs)).tobytes()
+            + (len(pairs).to_bytes(4, "little"))
+        )
+    return b"\x01" + b"".join(pairs) + lengths + count
+
+
 def decode_write_request(raw: bytes) -> DecodedWrite:
     """Parse a WriteRequest into columns without decoding label strings."""
     try:
@@ -101,7 +123,7 @@ def decode_write_request(raw: bytes) -> DecodedWrite:
     histograms = exemplars = 0
     for index, series in enumerate(request.timeseries):
         pairs = list(series.labels)
-        keys.append(b"".join(pairs))
+        keys.append(series_key(pairs))
         labels.append(pairs)
         for sample in series.samples:
             entries.append(index)

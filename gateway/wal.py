@@ -31,6 +31,9 @@ SEGMENT_HEADER = struct.Struct(">8sII")
 FRAME = struct.Struct(">II")
 # A record larger than this is not something Strata writes: a length above it is corruption.
 MAX_RECORD_BYTES = 1 << 30
+# The smallest payload Strata writes (type, tenant length, count): a shorter frame, such
+# as an all-zero one whose checksum of nothing is 0, is damage.
+MIN_RECORD_BYTES = 6
 
 
 def frame(payload: bytes) -> bytes:
@@ -213,8 +216,10 @@ class WAL:
             self._answer(unsynced)
         except Exception as exc:
             # OSError above all (disk full, I/O error); anything else must not leave a
-            # request waiting forever on a future nobody will resolve.
-            self._fail(unsynced, exc)
+            # request waiting forever on a future nobody will resolve. Every request of
+            # the batch not answered yet fails, whether or not its bytes were written.
+            unanswered = [i.future for i in batch if i.future is not None and not i.future.done()]
+            self._fail(unanswered, exc)
 
     def _answer(self, futures: list[Future[None]]) -> None:
         if futures:

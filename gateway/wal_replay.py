@@ -22,6 +22,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.wal import (
     FRAME,
     MAX_RECORD_BYTES,
+    MIN_RECORD_BYTES,
     SEGMENT_HEADER,
     SEGMENT_MAGIC,
     SEGMENT_VERSION,
@@ -72,7 +73,9 @@ def read_segment(path: Path, report: ReplayReport, *, repair: bool) -> Iterator[
         else:
             length, crc = FRAME.unpack_from(data, pos)
             end = pos + FRAME.size + length
-            if length > MAX_RECORD_BYTES or end > len(data):
+            if length < MIN_RECORD_BYTES:
+                reason = "record shorter than any record (zeroed bytes?)"
+            elif length > MAX_RECORD_BYTES or end > len(data):
                 reason = "torn or oversized record"
             else:
                 payload = data[pos + FRAME.size : end]
