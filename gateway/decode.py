@@ -6,7 +6,6 @@ the limit *before* decompressing: a six-byte body can declare 4 GiB.
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -29,7 +28,7 @@ class DecodedWrite:
     `sample_entry[j]` says which entry sample j belongs to.
     """
 
-    series_keys: list[bytes]
+    series_keys: list[bytes | tuple[bytes, ...]]
     series_labels: list[list[bytes]]
     sample_entry: np.ndarray
     timestamps: np.ndarray
@@ -88,25 +87,18 @@ def decompress_snappy(body: bytes, max_decompressed_bytes: int) -> bytes:
     return raw
 
 
-def series_key(pairs: list[bytes]) -> bytes:
+def series_key(pairs: list[bytes]) -> bytes | tuple[bytes, ...]:
     """A dict key for a series as a sender encoded its labels, before any validation.
 
-    The label messages alone would not do: different lists of messages can concatenate
-    to the same bytes, and an invalid list would then find a valid series without being
-    checked. The key also holds each message's length and the count, so it names one
-    list. (Canonical label bytes start with 0x0a; these keys never do.)
+    The label messages concatenated would not do: different lists of messages can make
+    the same bytes, and an invalid list would then find a valid series unchecked. Joined
+    with 0xff (never in UTF-8 text, only in a rare length varint), the key names one list
+    as long as no message holds 0xff itself; for those rare lists the tuple is the key.
     """
-    try:
-        lengths = bytes(map(len, pairs))
-        count = bytes((len(pairs),))
-    except ValueError:  # a label of 256 bytes or more, or 256 labels or more
-        return (
-            b"\x02"
-            + b"".join(pairs)
-            + array("I", map(len, pairs)).tobytes()
-            + (len(pairs).to_bytes(4, "little"))
-        )
-    return b"\x01" + b"".join(pairs) + lengths + count
+    key = b"\xff".join(pairs)
+    if key.count(b"\xff") == len(pairs) - 1:
+        return key
+    return tuple(pairs)
 
 
 def decode_write_request(raw: bytes) -> DecodedWrite:
@@ -115,7 +107,7 @@ def decode_write_request(raw: bytes) -> DecodedWrite:
         request = RawWriteRequest.FromString(raw)
     except DecodeError as exc:
         raise InvalidRequest(f"invalid protobuf WriteRequest: {exc}") from None
-    keys: list[bytes] = []
+    keys: list[bytes | tuple[bytes, ...]] = []
     labels: list[list[bytes]] = []
     entries: list[int] = []
     timestamps: list[int] = []

@@ -18,9 +18,10 @@ from gateway.head_append import AppendPlan, advance_last, plan_append
 from gateway.head_columns import GrowableArray, SampleColumns
 
 NO_SAMPLE = np.iinfo(np.int64).min
-# What one series costs besides its label bytes: dict and list slots, the bytes object
-# header and the per-series columns. Measured with tracemalloc on 100k series.
-SERIES_OVERHEAD_BYTES = 160
+# What one series costs besides the bytes of its labels and key: two dict entries, a list
+# slot, the per-series columns (172 B measured with tracemalloc over 100k series) and
+# two bytes-object headers.
+SERIES_OVERHEAD_BYTES = 240
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,10 @@ class TenantHead:
     def __init__(self, tenant: str, freeze_samples: int) -> None:
         self.tenant = tenant
         self.freeze_samples = freeze_samples
-        self.ref_by_key: dict[bytes, int] = {}
+        # Two indexes: by canonical label bytes (one entry per series), and by the key of
+        # the labels as senders encode them (gateway/decode.py: series_key), the hot path.
+        self.ref_by_labels: dict[bytes, int] = {}
+        self.ref_by_key: dict[bytes | tuple[bytes, ...], int] = {}
         self.labels: list[bytes] = []
         self.label_bytes = 0
         self.last_ts = GrowableArray(np.int64, NO_SAMPLE)
@@ -97,19 +101,20 @@ class TenantHead:
 
     def series_ref(self, canonical: bytes) -> int:
         """The ref of the series with these canonical labels, created if new."""
-        ref = self.ref_by_key.get(canonical)
+        ref = self.ref_by_labels.get(canonical)
         if ref is None:
             ref = len(self.labels)
             self.labels.append(canonical)
             self.label_bytes += len(canonical)
-            self.ref_by_key[canonical] = ref
+            self.ref_by_labels[canonical] = ref
             for column in (self.last_ts, self.last_bits, self.logged_generation):
                 column.grow_to(ref + 1)
         return ref
 
-    def remember_key(self, raw_key: bytes, ref: int) -> None:
+    def remember_key(self, raw_key: bytes | tuple[bytes, ...], ref: int) -> None:
         """Let later requests find `ref` by the raw label bytes a sender used."""
         self.ref_by_key[raw_key] = ref
+        self.label_bytes += len(raw_key) if isinstance(raw_key, bytes) else sum(map(len, raw_key))
 
     def plan(self, refs: np.ndarray, timestamps: np.ndarray, values: np.ndarray) -> AppendPlan:
         """Decide which samples are new, resent or conflicting; changes nothing."""
