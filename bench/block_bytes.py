@@ -40,6 +40,7 @@ import snappy
 
 from bench.common import CORPUS, RESULTS, free_port, machine, run_loadgen
 from blocks.meta import CHUNKS_DIRNAME, INDEX_FILENAME, META_FILENAME, BlockMeta
+from blocks.objstore.local import LocalStore
 from blocks.reader import BlockReader
 from gateway.config import GatewayConfig
 from gateway.head_cut import build_blocks
@@ -154,23 +155,6 @@ def check_corpus(corpus: Corpus) -> None:
 # --- Strata -------------------------------------------------------------------------
 
 
-class DirectorySource:
-    """The RangeSource a BlockReader reads from: a plain directory, no lock or temp files."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def get(self, key: str) -> bytes:
-        """The whole file."""
-        return (self.root / key).read_bytes()
-
-    def get_range(self, key: str, start: int, end: int) -> bytes:
-        """Bytes [start, end) of the file."""
-        with (self.root / key).open("rb") as f:
-            f.seek(start)
-            return f.read(end - start)
-
-
 def encode_blocks(corpus: Corpus, parent: Path) -> tuple[list[BlockMeta], float]:
     """Cut the whole corpus into blocks under `parent`; their metas and the seconds taken."""
     started = time.perf_counter()
@@ -180,7 +164,7 @@ def encode_blocks(corpus: Corpus, parent: Path) -> tuple[list[BlockMeta], float]
 
 def decode_blocks(parent: Path, metas: list[BlockMeta]) -> tuple[Decoded, float]:
     """Open each block from disk and read every series of it; the samples and seconds taken."""
-    source = DirectorySource(parent)
+    source = LocalStore(parent)
     started = time.perf_counter()
     out: Decoded = []
     for meta in metas:

@@ -16,6 +16,7 @@ import numpy as np
 
 from blocks.chunk_page import encode_page
 from blocks.errors import StrataError
+from blocks.fsync import fsync_path
 from blocks.index import BlockIndex, ChunkRefs, PageRefs, encode_index
 from blocks.meta import (
     CHUNKS_DIRNAME,
@@ -44,15 +45,6 @@ class OutOfOrder(StrataError):
 def segment_name(number: int) -> str:
     """Chunk segment object names: chunks/000001 …"""
     return f"{CHUNKS_DIRNAME}/{number:06d}"
-
-
-def fsync_path(path: Path) -> None:
-    """fsync a file or directory."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class BlockWriter:

@@ -19,6 +19,7 @@ from pathlib import Path
 import google_crc32c
 
 from blocks.errors import StorageError, Unavailable
+from blocks.fsync import fsync_path
 from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
@@ -52,15 +53,6 @@ def list_segments(wal_dir: Path) -> list[tuple[int, Path]]:
         return []
     found = [(int(p.name), p) for p in wal_dir.iterdir() if p.name.isdigit() and p.is_file()]
     return sorted(found)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a directory entry (a new or removed file) durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(slots=True)
@@ -136,7 +128,7 @@ class WAL:
                 path.unlink(missing_ok=True)
                 removed += 1
         if removed:
-            fsync_dir(self.wal_dir)
+            fsync_path(self.wal_dir)
             log.info("wal truncated segments=%d before=%08d", removed, first)
         return removed
 
@@ -263,7 +255,7 @@ class WAL:
             os.write(fd, header)
             if self.fsync:
                 os.fsync(fd)
-                fsync_dir(self.wal_dir)
+                fsync_path(self.wal_dir)
         except OSError:
             os.close(fd)
             path.unlink(missing_ok=True)

@@ -19,6 +19,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from blocks.errors import NotFound, StorageError
+from blocks.fsync import fsync_path
 from blocks.objstore.base import (
     RESERVED_SEGMENT_PREFIX,
     InvalidKey,
@@ -75,15 +76,6 @@ def _root_lock(root: Path) -> threading.Lock:
         return _root_locks.setdefault(os.path.realpath(root), threading.Lock())
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make renames, links and unlinks in `directory` survive a power cut."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class LocalStore(ObjectStore):
     """An object store in a local directory; safe for threads and for processes on one host."""
 
@@ -118,7 +110,7 @@ class LocalStore(ObjectStore):
             finally:
                 with suppress(FileNotFoundError):
                     tmp.unlink()
-            _fsync_dir(path.parent)
+            fsync_path(path.parent)
 
     def get(self, key: str) -> bytes:
         """The whole file; NotFound if absent."""
@@ -165,7 +157,7 @@ class LocalStore(ObjectStore):
                 except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
                     return
             # Durable, because callers order deletes (meta.json first, then the rest).
-            _fsync_dir(path.parent)
+            fsync_path(path.parent)
             self._remove_empty_dirs(path.parent)
 
     def size(self, key: str) -> int:
@@ -197,7 +189,7 @@ class LocalStore(ObjectStore):
                 return False
             finally:
                 tmp.unlink()
-            _fsync_dir(path.parent)
+            fsync_path(path.parent)
             return True
 
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
@@ -218,7 +210,7 @@ class LocalStore(ObjectStore):
             finally:
                 with suppress(FileNotFoundError):
                     tmp.unlink()
-            _fsync_dir(path.parent)
+            fsync_path(path.parent)
             return True
 
     def close(self) -> None:
@@ -287,7 +279,7 @@ class LocalStore(ObjectStore):
                 path.mkdir()
             except FileExistsError:
                 continue  # a concurrent put made it
-            _fsync_dir(path.parent)
+            fsync_path(path.parent)
 
     def _remove_empty_dirs(self, directory: Path) -> None:
         """rmdir up towards the root while empty, so listings do not walk dead branches."""

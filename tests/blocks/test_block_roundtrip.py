@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from blocks.errors import CorruptBlock
 from blocks.index import decode_index
 from blocks.meta import INDEX_FILENAME, META_FILENAME, BlockMeta, Resolution
+from blocks.objstore.local import LocalStore
 from blocks.reader import BlockReader
 from blocks.ulid import new_ulid
 from blocks.writer import CHUNK_MAX_SAMPLES, BlockWriter, OutOfOrder
@@ -20,21 +21,6 @@ from blocks.writer import CHUNK_MAX_SAMPLES, BlockWriter, OutOfOrder
 Labels = list[tuple[str, str]]
 Samples = tuple[np.ndarray, np.ndarray]
 SeriesData = dict[tuple[tuple[str, str], ...], Samples]
-
-
-class DirectorySource:
-    """Reads a block straight from the directory the writer built."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def get(self, key: str) -> bytes:
-        return (self.root / key).read_bytes()
-
-    def get_range(self, key: str, start: int, end: int) -> bytes:
-        with (self.root / key).open("rb") as f:
-            f.seek(start)
-            return f.read(end - start)
 
 
 label_text = st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=8)
@@ -86,7 +72,7 @@ def write_block(root: Path, data: Mapping[tuple[tuple[str, str], ...], Samples])
 )
 def test_block_roundtrips_bit_exact(tmp_path: Path, data: SeriesData) -> None:
     block_id = write_block(tmp_path, data)
-    reader = BlockReader(DirectorySource(tmp_path), f"t/{block_id}")
+    reader = BlockReader(LocalStore(tmp_path), f"t/{block_id}")
     got = reader.read_series(range(reader.index.series_count), -(2**63), 2**63 - 1)
     assert reader.index.series_count == len(data)
     for series, labels in enumerate(sorted(data)):
@@ -101,7 +87,7 @@ def test_time_range_reads_only_overlapping_samples(tmp_path: Path) -> None:
     ts = np.arange(3 * CHUNK_MAX_SAMPLES, dtype=np.int64) * 1000
     data: SeriesData = {(("__name__", "up"),): (ts, ts.astype(np.float64))}
     block_id = write_block(tmp_path, data)
-    reader = BlockReader(DirectorySource(tmp_path), f"t/{block_id}")
+    reader = BlockReader(LocalStore(tmp_path), f"t/{block_id}")
     got_ts, got_values = reader.read_series([0], 2_500_000, 2_600_000)[0]
     assert got_ts.tolist() == list(range(2_500_000, 2_600_001, 1000))
     assert got_values.tolist() == [float(t) for t in got_ts]
@@ -114,7 +100,7 @@ def test_postings_find_series_by_label_pair(tmp_path: Path) -> None:
         (("__name__", "up"), ("job", "b")): one,
         (("__name__", "down"), ("job", "a")): one,
     }
-    reader = BlockReader(DirectorySource(tmp_path), f"t/{write_block(tmp_path, data)}")
+    reader = BlockReader(LocalStore(tmp_path), f"t/{write_block(tmp_path, data)}")
     by_job = [reader.index.labels(int(s)) for s in reader.index.postings("job", "a")]
     assert by_job == [[("__name__", "down"), ("job", "a")], [("__name__", "up"), ("job", "a")]]
     assert len(reader.index.postings("job", "zzz")) == 0
