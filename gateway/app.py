@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from blocks.errors import RequestTooLarge, StrataError, Unavailable
+from blocks.objstore.factory import open_store
 from gateway.config import GatewayConfig
 from gateway.decode import check_content_headers, decode_write_request, decompress_snappy
 from gateway.head import Head
 from gateway.metrics import GatewayMetrics, HeadCollector
+from gateway.shipper import Shipper
 from gateway.tenants import tenant_from_headers
 from gateway.wal import WAL
 from gateway.wal_replay import replay
@@ -40,13 +44,16 @@ class Gateway:
             metrics=self.metrics,
         )
         self.ingester = Ingester(config, self.head, self.wal, self.metrics)
-        registry.register(HeadCollector(self.head, self.wal.size))
+        self.store = open_store(config.bucket)
+        self.shipper = Shipper(config, self.head, self.wal, self.ingester, self.store, self.metrics)
+        registry.register(HeadCollector(self.head, self.wal.size, self.shipper.queue_size))
         self.ready = False
         self.stopping = False
 
     def recover(self) -> None:
         """Replay the WAL into the head, then open the WAL for writing."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        remove_partial_blocks(self.config.upload_dir)
         report = replay(self.config.wal_dir, self.head, self.metrics)
         log.info(
             "wal replayed segments=%d records=%d samples=%d damaged=%d",
@@ -64,6 +71,7 @@ class Gateway:
         self.ready = False
         self.metrics.ready.set(0)
         self.wal.close()
+        self.store.close()
 
     def check_writable(self) -> None:
         """Unavailable (503) while replaying or shutting down."""
@@ -71,6 +79,13 @@ class Gateway:
             raise Unavailable("shutting down")
         if not self.ready:
             raise Unavailable("replaying the WAL; not ready for writes yet")
+
+
+def remove_partial_blocks(upload_dir: Path) -> None:
+    """Blocks whose build a crash cut short (still named .tmp) are rebuilt from the WAL."""
+    for partial in upload_dir.glob("*/*.tmp"):
+        log.info("removing partial block dir=%s", partial)
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -102,12 +117,19 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        recovery = asyncio.create_task(asyncio.to_thread(gateway.recover))
+        stop_shipping = asyncio.Event()
+
+        async def recover_then_ship() -> None:
+            await asyncio.to_thread(gateway.recover)
+            await gateway.shipper.run(stop_shipping)
+
+        background = asyncio.create_task(recover_then_ship())
         try:
             yield
         finally:
             gateway.stopping = True
-            await recovery
+            stop_shipping.set()
+            await background
             await asyncio.to_thread(gateway.stop)
 
     app = FastAPI(title="Strata", lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -81,6 +81,23 @@ class GatewayConfig:
         default=1 << 18,
         metadata=_help("samples a head buffers uncompressed before it compresses them"),
     )
+    bucket_url: str = field(
+        default="",
+        metadata=_help(
+            "where blocks go: file:///path or s3://bucket/prefix?endpoint=URL&region=R"
+            "&path_style=true (default: file://DATA_DIR/bucket)"
+        ),
+    )
+    cut_grace_ms: int = field(
+        default=10 * 60 * 1000,
+        metadata=_help("a 2 h window is cut into a block once the head is this far past its end"),
+    )
+    cut_interval_s: float = field(
+        default=15.0, metadata=_help("how often the head is checked for windows to cut")
+    )
+    upload_backoff_max_s: float = field(
+        default=300.0, metadata=_help("longest wait between retries of a failed block upload")
+    )
     shutdown_timeout_s: float = field(
         default=25.0, metadata=_help("how long SIGTERM waits for in-flight requests")
     )
@@ -104,6 +121,16 @@ class GatewayConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(name, getattr(self, name), "must be positive")
         listen_host_port(self.listen)
+
+    @property
+    def bucket(self) -> str:
+        """The object store URL, the embedded local bucket when none is set."""
+        return self.bucket_url or f"file://{(self.data_dir / 'bucket').absolute()}"
+
+    @property
+    def upload_dir(self) -> Path:
+        """Blocks cut from the head, waiting for upload (a durable queue)."""
+        return self.data_dir / "upload"
 
     @property
     def wal_dir(self) -> Path:

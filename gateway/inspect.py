@@ -1,4 +1,8 @@
-"""Reading a stopped gateway's data directory, exactly as a restart would see it."""
+"""Reading a stopped gateway's data, exactly as a restart would see it: WAL, queue, bucket.
+
+Samples may stand in several places at once (a block uploaded while its WAL segments
+were not yet removed, or re-cut after a crash); each (series, timestamp) counts once.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,63 @@ from pathlib import Path
 
 import numpy as np
 
+from blocks.objstore.base import ObjectStore
+from blocks.objstore.factory import open_store
+from blocks.objstore.local import LocalStore
+from blocks.reader import BlockReader
+from blocks.upload import list_blocks
 from gateway.config import GatewayConfig
 from gateway.head import Head
+from gateway.shipper import queued_blocks
 from gateway.validate import decode_labels
 from gateway.wal_replay import replay
 
 LabelSet = tuple[tuple[str, str], ...]
+Parts = dict[str, dict[LabelSet, list[tuple[np.ndarray, np.ndarray]]]]
 
 
-def read_samples(data_dir: Path) -> dict[str, dict[LabelSet, tuple[np.ndarray, np.ndarray]]]:
+def read_samples(
+    data_dir: Path, bucket_url: str = ""
+) -> dict[str, dict[LabelSet, tuple[np.ndarray, np.ndarray]]]:
     """tenant -> labels (sorted pairs) -> (timestamps, values), without changing any file."""
-    defaults = GatewayConfig(data_dir=data_dir)
-    head = Head(max_bytes=1 << 62, freeze_samples=defaults.head_freeze_samples)
-    replay(defaults.wal_dir, head, repair=False)
-    out: dict[str, dict[LabelSet, tuple[np.ndarray, np.ndarray]]] = {}
+    config = GatewayConfig(data_dir=data_dir, bucket_url=bucket_url)
+    parts: Parts = {}
+    head = Head(max_bytes=1 << 62, freeze_samples=config.head_freeze_samples)
+    replay(config.wal_dir, head, repair=False)
     for tenant, tenant_head in head.tenants.items():
-        series = out.setdefault(tenant, {})
         for labels, ts, values in tenant_head.series_samples():
-            series[tuple(decode_labels(labels))] = (ts, values)
-    return out
+            parts.setdefault(tenant, {}).setdefault(tuple(decode_labels(labels)), []).append(
+                (ts, values)
+            )
+    if config.upload_dir.is_dir():
+        queue = LocalStore(config.upload_dir)
+        for tenant, block_dir in queued_blocks(config.upload_dir):
+            _add_block(parts, queue, tenant, block_dir.name)
+    with open_store(config.bucket) as bucket:
+        for tenant in _bucket_tenants(bucket):
+            for block_id in list_blocks(bucket, tenant):
+                _add_block(parts, bucket, tenant, block_id)
+    return {tenant: {k: _merge(v) for k, v in series.items()} for tenant, series in parts.items()}
+
+
+def _bucket_tenants(bucket: ObjectStore) -> list[str]:
+    return sorted({key.split("/", 1)[0] for key in bucket.list("") if "/" in key})
+
+
+def _add_block(parts: Parts, store: ObjectStore, tenant: str, block_id: str) -> None:
+    reader = BlockReader(store, f"{tenant}/{block_id}")
+    count = reader.index.series_count
+    data = reader.read_series(range(count), -(2**63), 2**63 - 1)
+    for series in range(count):
+        labels = tuple(reader.index.labels(series))
+        parts.setdefault(tenant, {}).setdefault(labels, []).append(data[series])
+
+
+def _merge(pieces: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    ts = np.concatenate([p[0] for p in pieces])
+    values = np.concatenate([p[1] for p in pieces])
+    order = np.argsort(ts, kind="stable")
+    ts, values = ts[order], values[order]
+    first = np.ones(len(ts), dtype=bool)
+    first[1:] = ts[1:] != ts[:-1]
+    return ts[first], values[first]

@@ -93,6 +93,30 @@ class GatewayMetrics:
             "Bytes cut from corrupt or torn WAL tails at start.",
             registry=registry,
         )
+        self.blocks_cut = Counter(
+            "strata_blocks_cut_total", "Blocks built from the head.", ["tenant"], registry=registry
+        )
+        self.blocks_uploaded = Counter(
+            "strata_blocks_uploaded_total",
+            "Blocks uploaded to the bucket (meta.json written).",
+            ["tenant"],
+            registry=registry,
+        )
+        self.upload_failures = Counter(
+            "strata_block_upload_failures_total",
+            "Block uploads that failed and will be retried.",
+            registry=registry,
+        )
+        self.cut_failures = Counter(
+            "strata_head_cut_failures_total",
+            "Head cuts that failed (the samples stay in the head and the WAL).",
+            registry=registry,
+        )
+        self.wal_segments_removed = Counter(
+            "strata_wal_segments_removed_total",
+            "WAL segments deleted because their samples are in uploaded blocks.",
+            registry=registry,
+        )
         self.ready = Gauge(
             "strata_ready", "1 when the gateway accepts writes (WAL replayed).", registry=registry
         )
@@ -101,9 +125,15 @@ class GatewayMetrics:
 class HeadCollector(Collector):
     """Head and WAL sizes, read when /metrics is scraped."""
 
-    def __init__(self, head: Head, wal_size: Callable[[], tuple[int, int]]) -> None:
+    def __init__(
+        self,
+        head: Head,
+        wal_size: Callable[[], tuple[int, int]],
+        upload_queue: Callable[[], int],
+    ) -> None:
         self.head = head
         self.wal_size = wal_size
+        self.upload_queue = upload_queue
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """Yield the gauges for the current state."""
@@ -127,3 +157,8 @@ class HeadCollector(Collector):
         segments, size = self.wal_size()
         yield GaugeMetricFamily("strata_wal_segments", "WAL segment files.", value=segments)
         yield GaugeMetricFamily("strata_wal_bytes", "Bytes in WAL segment files.", value=size)
+        yield GaugeMetricFamily(
+            "strata_upload_queue_blocks",
+            "Blocks cut from the head and waiting for upload.",
+            value=self.upload_queue(),
+        )

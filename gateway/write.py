@@ -177,7 +177,14 @@ class Ingester:
         logged = plan.new | plan.resent
         if not logged.any():
             return None
-        refs = plan.refs[logged]
+        return self.log_samples(
+            tenant_head, plan.refs[logged], plan.timestamps[logged], plan.values[logged]
+        )
+
+    def log_samples(
+        self, tenant_head: TenantHead, refs: np.ndarray, ts: np.ndarray, values: np.ndarray
+    ) -> Future[None]:
+        """Append samples (and the labels of series this segment lacks) to the WAL."""
         generation = self.wal.begin(len(refs) * 20 + 64)
         seen = tenant_head.logged_generation.view
         unlogged = np.unique(refs[seen[refs] != generation])
@@ -185,13 +192,7 @@ class Ingester:
         if len(unlogged):
             labels = [tenant_head.labels[int(r)] for r in unlogged]
             records.append(frame(encode_series(tenant_head.tenant, unlogged.tolist(), labels)))
-        records.append(
-            frame(
-                encode_samples(
-                    tenant_head.tenant, refs, plan.timestamps[logged], plan.values[logged]
-                )
-            )
-        )
+        records.append(frame(encode_samples(tenant_head.tenant, refs, ts, values)))
         durable = self.wal.submit(generation, b"".join(records))
         seen[unlogged] = generation
         return durable

@@ -1,0 +1,214 @@
+"""From head to bucket: cut windows into blocks, upload them, then let the WAL go.
+
+Order (docs/shipping.md): rotate the WAL; take the head's samples out; build blocks of
+what is due in a worker thread into the upload queue (a local directory: built as .tmp,
+fsynced, renamed); put back and re-log what stays (a checkpoint in the new segment);
+upload queued blocks meta.json last; only then delete the WAL segments before the
+rotation. A crash anywhere leaves the samples in the WAL, the queue or the bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from blocks.errors import StrataError
+from blocks.meta import META_FILENAME
+from blocks.objstore.base import ObjectStore
+from blocks.ulid import is_ulid
+from blocks.upload import upload_block
+from gateway.config import GatewayConfig
+from gateway.head import Head, HeadSnapshot
+from gateway.head_cut import build_blocks, split_at, window_start
+from gateway.metrics import GatewayMetrics
+from gateway.wal import WAL
+from gateway.write import Ingester
+
+log = logging.getLogger(__name__)
+
+KEEP_ALL = np.iinfo(np.int64).min
+# A cut everything at once when the head uses more than this share of its budget.
+BUDGET_CUT_SHARE = 0.5
+
+
+@dataclass(slots=True)
+class PendingTruncation:
+    """WAL segments before `generation` may go once these queued blocks are uploaded."""
+
+    generation: int
+    blocks: set[Path] = field(default_factory=set)
+
+
+def queued_blocks(upload_dir: Path) -> list[tuple[str, Path]]:
+    """(tenant, block dir) of every complete block waiting in the queue, oldest first."""
+    found = []
+    if upload_dir.is_dir():
+        for tenant_dir in sorted(p for p in upload_dir.iterdir() if p.is_dir()):
+            for block_dir in sorted(tenant_dir.iterdir()):
+                if is_ulid(block_dir.name) and (block_dir / META_FILENAME).exists():
+                    found.append((tenant_dir.name, block_dir))
+    return found
+
+
+def cut_boundaries(head: Head, grace_ms: int, *, force: bool) -> dict[str, int]:
+    """Per tenant, the time before which samples go to blocks now (KEEP_ALL: none)."""
+    boundaries: dict[str, int] = {}
+    for tenant, tenant_head in head.tenants.items():
+        span = tenant_head.time_range()
+        boundary = KEEP_ALL
+        if span is not None:
+            oldest, newest = span
+            if force:
+                boundary = newest + 1
+            elif window_start(newest - grace_ms) > oldest:
+                boundary = window_start(newest - grace_ms)
+        boundaries[tenant] = boundary
+    return boundaries
+
+
+class Shipper:
+    """Runs the cut-and-upload loop of a gateway."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        head: Head,
+        wal: WAL,
+        ingester: Ingester,
+        store: ObjectStore,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.config = config
+        self.head = head
+        self.wal = wal
+        self.ingester = ingester
+        self.store = store
+        self.metrics = metrics
+        self.pending: list[PendingTruncation] = []
+        self._backoff_s = 0.0
+        self._next_upload = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Cut and upload every cut_interval_s until `stop` is set."""
+        while not stop.is_set():
+            try:
+                await self.step()
+            except Exception:
+                log.exception("shipper step failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.cut_interval_s)
+
+    async def step(self, *, force: bool = False) -> None:
+        """One round: cut what is due (everything with `force`), upload what is queued.
+
+        The queue goes first too: blocks left by an earlier process are older than
+        anything this round can cut.
+        """
+        await self.upload_queued()
+        over_budget = self.head.nbytes > self.head.max_bytes * BUDGET_CUT_SHARE
+        boundaries = cut_boundaries(self.head, self.config.cut_grace_ms, force=force or over_budget)
+        if any(b != KEEP_ALL for b in boundaries.values()):
+            await self.cut(boundaries)
+        await self.upload_queued()
+
+    async def cut(self, boundaries: dict[str, int]) -> None:
+        """Move samples before each tenant's boundary into queued blocks."""
+        # Every tenant is taken out and what stays is re-logged, since the segments this
+        # rotation closes will be deleted and they hold every tenant's samples.
+        generation = self.wal.rotate()
+        snapshots = {t: h.detach() for t, h in self.head.tenants.items()}
+        labels = {t: list(h.labels) for t, h in self.head.tenants.items()}
+        try:
+            built = await asyncio.to_thread(self._build, snapshots, labels, boundaries)
+        except Exception:
+            self.metrics.cut_failures.inc()
+            log.exception("head cut failed; samples stay in the head")
+            for tenant, snapshot in snapshots.items():
+                self.head.tenant(tenant).restore(*snapshot.sorted_samples())
+            return
+        durable = []
+        pending = PendingTruncation(generation)
+        for tenant, (keep, block_dirs) in built.items():
+            tenant_head = self.head.tenant(tenant)
+            tenant_head.restore(*keep)
+            if len(keep[0]):
+                durable.append(self.ingester.log_samples(tenant_head, *keep))
+            pending.blocks.update(block_dirs)
+            self.metrics.blocks_cut.labels(tenant).inc(len(block_dirs))
+        try:
+            for future in durable:
+                await asyncio.wrap_future(future)
+        except StrataError as exc:
+            # The kept samples are still in the old segments; keep those segments.
+            log.warning("head cut checkpoint not durable error=%s", exc.reason)
+            return
+        self.pending.append(pending)
+
+    def _build(
+        self,
+        snapshots: dict[str, HeadSnapshot],
+        labels: dict[str, list[bytes]],
+        boundaries: dict[str, int],
+    ) -> dict[str, tuple[tuple[np.ndarray, np.ndarray, np.ndarray], list[Path]]]:
+        built = {}
+        for tenant, snapshot in snapshots.items():
+            split = split_at(*snapshot.sorted_samples(), boundaries.get(tenant, KEEP_ALL))
+            metas = build_blocks(
+                self.config.upload_dir / tenant, tenant, labels[tenant], *split.old
+            )
+            for meta in metas:
+                log.info(
+                    "cut block tenant=%s block=%s mint=%d samples=%d bytes=%d",
+                    tenant,
+                    meta.block_id,
+                    meta.mint,
+                    meta.stats.samples,
+                    meta.stats.bytes,
+                )
+            dirs = [self.config.upload_dir / tenant / m.block_id for m in metas]
+            built[tenant] = (split.keep, dirs)
+        return built
+
+    async def upload_queued(self) -> None:
+        """Upload queued blocks oldest first; on failure wait (doubling) and retry later."""
+        if time.monotonic() < self._next_upload:
+            return
+        for tenant, block_dir in queued_blocks(self.config.upload_dir):
+            try:
+                await asyncio.to_thread(upload_block, self.store, block_dir, tenant)
+            except (StrataError, OSError) as exc:
+                self.metrics.upload_failures.inc()
+                self._backoff_s = min(
+                    max(1.0, 2 * self._backoff_s), self.config.upload_backoff_max_s
+                )
+                self._next_upload = time.monotonic() + self._backoff_s
+                log.warning(
+                    "block upload failed block=%s retry_in_s=%.0f error=%s",
+                    block_dir.name,
+                    self._backoff_s,
+                    exc,
+                )
+                return
+            self._backoff_s = 0.0
+            self.metrics.blocks_uploaded.labels(tenant).inc()
+            await asyncio.to_thread(shutil.rmtree, block_dir)
+            for pending in self.pending:
+                pending.blocks.discard(block_dir)
+        self._truncate_wal()
+
+    def _truncate_wal(self) -> None:
+        while self.pending and not self.pending[0].blocks:
+            done = self.pending.pop(0)
+            removed = self.wal.remove_before(done.generation)
+            self.metrics.wal_segments_removed.inc(removed)
+
+    def queue_size(self) -> int:
+        """Blocks waiting for upload."""
+        return len(queued_blocks(self.config.upload_dir))

@@ -1,0 +1,127 @@
+"""Cutting the head into blocks, uploading them, and removing the WAL behind them."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from blocks.errors import StorageError
+from blocks.objstore.local import LocalStore
+from blocks.upload import list_blocks
+from gateway.app import Gateway
+from gateway.config import GatewayConfig
+from gateway.decode import decode_write_request
+from gateway.head_cut import BLOCK_DURATION_MS
+from gateway.inspect import read_samples
+from gateway.wal import list_segments
+from tests.gateway.writes import time_series, write_request
+
+HOUR_MS = 3_600_000
+START_MS = 1_795_564_800_000  # aligned to 2 h
+STALE_NAN = 0x7FF0000000000002
+
+
+def bits(value: float) -> int:
+    return int(np.array([value]).view(np.uint64)[0])
+
+
+def write(gateway: Gateway, name: str, points: list[tuple[int, float]]) -> None:
+    samples = [(t, bits(v)) for t, v in points]
+    request = write_request(time_series([("__name__", name), ("job", "a")], samples))
+    outcome, durable = gateway.ingester.submit(
+        "default", decode_write_request(request.SerializeToString()), now_ms=START_MS + 10 * HOUR_MS
+    )
+    assert not outcome.rejected
+    assert durable is not None
+    durable.result(timeout=10)
+
+
+def started(tmp_path: Path, registry: CollectorRegistry | None = None) -> Gateway:
+    gateway = Gateway(GatewayConfig(data_dir=tmp_path), registry or CollectorRegistry())
+    gateway.recover()
+    return gateway
+
+
+def test_due_window_is_cut_uploaded_and_its_wal_removed(tmp_path: Path) -> None:
+    gateway = started(tmp_path)
+    old = [(START_MS + i * 60_000, float(i)) for i in range(120)]  # the first window
+    recent = [(START_MS + BLOCK_DURATION_MS + HOUR_MS, 7.0)]  # an hour into the next
+    write(gateway, "up", old + recent)
+    first_segment = list_segments(gateway.config.wal_dir)[0][0]
+
+    asyncio.run(gateway.shipper.step())
+
+    store = LocalStore(tmp_path / "bucket")
+    blocks = list_blocks(store, "default")
+    assert len(blocks) == 1
+    assert gateway.shipper.queue_size() == 0
+    # Only the recent sample stays in the head, re-logged in the new segment.
+    assert gateway.head.tenant("default").sample_count == 1
+    assert list_segments(gateway.config.wal_dir)[0][0] > first_segment, "old WAL removed"
+    gateway.stop()
+    stored = read_samples(tmp_path)["default"][(("__name__", "up"), ("job", "a"))]
+    assert stored[0].tolist() == [t for t, _ in old + recent]
+    assert stored[1].tolist() == [v for _, v in old + recent]
+
+
+def test_nothing_is_cut_before_the_grace_passes(tmp_path: Path) -> None:
+    gateway = started(tmp_path)
+    write(gateway, "up", [(START_MS, 1.0), (START_MS + BLOCK_DURATION_MS + 60_000, 2.0)])
+    asyncio.run(gateway.shipper.step())
+    assert list_blocks(LocalStore(tmp_path / "bucket"), "default") == []
+    assert gateway.head.tenant("default").sample_count == 2
+    gateway.stop()
+
+
+def test_failed_upload_keeps_block_queued_and_wal_until_retry(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    gateway = started(tmp_path, registry)
+    write(gateway, "up", [(START_MS, 1.0), (START_MS + 3 * HOUR_MS, 2.0)])
+    real_put = gateway.store.put
+    calls: list[str] = []
+
+    def failing_put(key: str, data: bytes) -> None:
+        calls.append(key)
+        raise StorageError("put", key, "injected outage")
+
+    gateway.store.put = failing_put  # type: ignore[method-assign]
+    asyncio.run(gateway.shipper.step())
+    assert calls, "an upload was attempted"
+    assert gateway.shipper.queue_size() == 1
+    first_segment = list_segments(gateway.config.wal_dir)[0][0]
+    assert registry.get_sample_value("strata_block_upload_failures_total") == 1
+
+    gateway.store.put = real_put  # type: ignore[method-assign]
+    gateway.shipper._next_upload = 0.0  # the backoff has passed
+    asyncio.run(gateway.shipper.step())
+    assert gateway.shipper.queue_size() == 0
+    assert list_segments(gateway.config.wal_dir)[0][0] > first_segment
+    gateway.stop()
+    stored = read_samples(tmp_path)["default"][(("__name__", "up"), ("job", "a"))]
+    assert stored[0].tolist() == [START_MS, START_MS + 3 * HOUR_MS]
+
+
+def test_restart_uploads_queue_and_keeps_every_sample_bit_exact(tmp_path: Path) -> None:
+    gateway = started(tmp_path)
+    values = np.array([1.5, -0.0, 3.25])
+    values.view(np.uint64)[1] = STALE_NAN
+    points = [(START_MS + i, float(v)) for i, v in enumerate(values)]
+    points.append((START_MS + 5 * HOUR_MS, 4.0))
+    write(gateway, "up", points)
+    gateway.store.put = lambda key, data: (_ for _ in ()).throw(  # type: ignore[method-assign]
+        StorageError("put", key, "down")
+    )
+    asyncio.run(gateway.shipper.step())
+    assert gateway.shipper.queue_size() == 1
+    gateway.stop()  # the queued block and the whole WAL are still on disk
+
+    again = started(tmp_path)
+    asyncio.run(again.shipper.step())
+    assert again.shipper.queue_size() == 0
+    again.stop()
+    ts, got = read_samples(tmp_path)["default"][(("__name__", "up"), ("job", "a"))]
+    assert ts.tolist() == [t for t, _ in points]
+    assert got.view(np.uint64)[:3].tolist() == values.view(np.uint64).tolist()
