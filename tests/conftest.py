@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.seaweedfs import SeaweedFS, running_seaweedfs
+
 REPO = Path(__file__).resolve().parents[1]
 CORPUS_FILENAME = "node-1s.rwlog"
 # A record is a 4-byte big-endian length, then that many bytes of snappy-compressed
@@ -39,3 +41,9 @@ def corpus_path() -> Path:
     if not path.is_file():
         pytest.fail(f"the remote-write corpus is missing: expected it at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """One real S3 server (SeaweedFS) for the session; tests that stop it start it again."""
+    yield from running_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))

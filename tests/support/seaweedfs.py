@@ -93,6 +93,11 @@ class SeaweedFS:
         """weed's stdout and stderr, appended across restarts."""
         return self.base_dir / "weed.log"
 
+    @property
+    def running(self) -> bool:
+        """Whether this handle has a server process started (and not stopped)."""
+        return self._process is not None
+
     def store_url(self, prefix: str = "") -> str:
         """An s3:// URL for blocks.objstore.open_store (credentials go in as options)."""
         return (
