@@ -57,6 +57,14 @@ def queued_blocks(upload_dir: Path) -> list[tuple[str, Path]]:
     return found
 
 
+def drop_queued_block(block_dir: Path) -> None:
+    """Remove an uploaded block from the queue: first renamed out of it (atomic), so a
+    kill mid-removal never leaves a queued block with files missing."""
+    doomed = block_dir.with_name(block_dir.name + ".tmp")
+    block_dir.rename(doomed)
+    shutil.rmtree(doomed)
+
+
 def cut_boundaries(head: Head, grace_ms: int, *, force: bool) -> dict[str, int]:
     """Per tenant, the time before which samples go to blocks now (KEEP_ALL: none)."""
     boundaries: dict[str, int] = {}
@@ -198,7 +206,7 @@ class Shipper:
                 return
             self._backoff_s = 0.0
             self.metrics.blocks_uploaded.labels(tenant).inc()
-            await asyncio.to_thread(shutil.rmtree, block_dir)
+            await asyncio.to_thread(drop_queued_block, block_dir)
             for pending in self.pending:
                 pending.blocks.discard(block_dir)
         self._truncate_wal()

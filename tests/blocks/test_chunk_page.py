@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 
 from blocks.chunk_page import VALUE_XOR, decimal_scales, decode_page, encode_page
 from blocks.errors import CorruptBlock
-
-STALE_NAN = 0x7FF0000000000002
+from tests.support.values import STALE_NAN
 
 words = st.integers(min_value=0, max_value=2**64 - 1)
 int64s = st.integers(min_value=-(2**63), max_value=2**63 - 1)

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from blocks.errors import CorruptBlock
 from blocks.sample_codec import HEADER, MAGIC, decode_samples, encode_samples
+from tests.support.values import STALE_NAN
 
-STALE_NAN = 0x7FF0000000000002
 SPECIAL_BITS = [
     STALE_NAN,
     0x7FF8000000000000,

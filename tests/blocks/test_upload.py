@@ -18,8 +18,7 @@ from blocks.ulid import new_ulid
 from blocks.upload import delete_block, list_blocks, upload_block
 from blocks.writer import BlockWriter
 from tests.support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS
-
-STALE_NAN = 0x7FF0000000000002
+from tests.support.values import STALE_NAN
 
 
 class RecordingStore(LocalStore):

@@ -12,13 +12,15 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from tests.support.values import STALE_NAN
+
 LabelSet = tuple[tuple[str, str], ...]
 """A series' labels as (name, value) pairs sorted by name, `__name__` included."""
 
 Stored = dict[LabelSet, tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64]]]
 """One tenant's series -> (timestamps in ms, value bits), as read back from a data dir."""
 
-STALE_NAN_BITS = 0x7FF0000000000002
+STALE_NAN_BITS = STALE_NAN
 """Prometheus's staleness marker: a NaN with this exact payload."""
 
 _DOUBLE = struct.Struct("<d")

@@ -14,12 +14,12 @@ from gateway.inspect import read_samples
 from proto import remote_pb2, types_pb2
 from tests.e2e.servers import StrataServer, metric_value, parse_metrics_text
 from tests.support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS
+from tests.support.values import STALE_NAN
 
 SERIES = 60
 STEP_MS = 60_000
 HOURS = 7
 START_MS = 1_795_564_800_000  # aligned to 2 h, in the past
-STALE_NAN = 0x7FF0000000000002
 HEADERS = {
     "Content-Encoding": "snappy",
     "Content-Type": "application/x-protobuf",

@@ -16,12 +16,13 @@ from gateway.config import GatewayConfig
 from gateway.decode import decode_write_request
 from gateway.head_cut import BLOCK_DURATION_MS
 from gateway.inspect import read_samples
+from gateway.shipper import queued_blocks
 from gateway.wal import list_segments
 from tests.gateway.writes import time_series, write_request
+from tests.support.values import STALE_NAN
 
 HOUR_MS = 3_600_000
 START_MS = 1_795_564_800_000  # aligned to 2 h
-STALE_NAN = 0x7FF0000000000002
 
 
 def bits(value: float) -> int:
@@ -125,3 +126,24 @@ def test_restart_uploads_queue_and_keeps_every_sample_bit_exact(tmp_path: Path) 
     ts, got = read_samples(tmp_path)["default"][(("__name__", "up"), ("job", "a"))]
     assert ts.tolist() == [t for t, _ in points]
     assert got.view(np.uint64)[:3].tolist() == values.view(np.uint64).tolist()
+
+
+def test_block_left_half_removed_from_the_queue_is_neither_uploaded_nor_kept(
+    tmp_path: Path,
+) -> None:
+    gateway = started(tmp_path)
+    write(gateway, "up", [(START_MS, 1.0), (START_MS + 3 * HOUR_MS, 2.0)])
+    gateway.store.put = lambda key, data: (_ for _ in ()).throw(  # type: ignore[method-assign]
+        StorageError("put", key, "down")
+    )
+    asyncio.run(gateway.shipper.step())
+    [(_, block_dir)] = queued_blocks(gateway.config.upload_dir)
+    gateway.stop()
+    # What a kill in the middle of removing an uploaded block leaves behind.
+    half_removed = block_dir.with_name(block_dir.name + ".tmp")
+    block_dir.rename(half_removed)
+    (half_removed / "index").unlink()
+    assert queued_blocks(gateway.config.upload_dir) == []
+    again = started(tmp_path)
+    assert not half_removed.exists()
+    again.stop()

@@ -12,8 +12,8 @@ from gateway.decode import DecodedWrite, decode_write_request
 from gateway.validate import encode_labels
 from proto import remote_pb2, types_pb2
 from proto.write_raw_pb2 import LabelPair
+from tests.support.values import STALE_NAN as STALE_NAN  # re-exported for the gateway tests
 
-STALE_NAN = 0x7FF0000000000002  # Prometheus's staleness marker
 # Value bit patterns a float comparison would get wrong: NaN payloads, signed zero, infinities.
 SPECIAL_BITS = (
     STALE_NAN,
