@@ -134,11 +134,7 @@ class TenantHead:
         """Compress the uncompressed buffer into a frozen batch."""
         if not len(self.recent):
             return
-        refs, ts, values = self.recent.sorted_view()
-        batch = FrozenBatch(encode_samples(refs, ts, values), int(ts.min()), int(ts.max()), len(ts))
-        self.frozen.append(batch)
-        self.frozen_bytes += len(batch.data)
-        self.frozen_samples += batch.samples
+        self.restore(*self.recent.sorted_view())
         self.recent.clear()
 
     def _existing(self, refs: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -176,7 +172,10 @@ class TenantHead:
         return snapshot
 
     def restore(self, refs: np.ndarray, timestamps: np.ndarray, values: np.ndarray) -> None:
-        """Put samples sorted by (ref, timestamp) back as one compressed batch."""
+        """Add samples sorted by (ref, timestamp) as one compressed batch.
+
+        What a cut puts back, and how `freeze` compresses the uncompressed buffer.
+        """
         if not len(refs):
             return
         batch = FrozenBatch(

@@ -98,9 +98,7 @@ class WAL:
         """The generation to encode the next records for, rotating when the segment is full."""
         with self._cond:
             if self._enqueued_bytes and self._enqueued_bytes + size_hint > self.segment_bytes:
-                self.generation += 1
-                self._pending.append(_Pending(None, None, self.generation))
-                self._enqueued_bytes = 0
+                self._new_generation()
             return self.generation
 
     def rotate(self) -> int:
@@ -110,11 +108,18 @@ class WAL:
         samples are safe elsewhere.
         """
         with self._cond:
-            self.generation += 1
-            self._pending.append(_Pending(None, None, self.generation))
-            self._enqueued_bytes = 0
-            self._cond.notify()
+            self._new_generation()
             return self.generation
+
+    def _new_generation(self) -> None:
+        """Queue a segment change; records from here on belong to the next generation.
+
+        Called with the lock held.
+        """
+        self.generation += 1
+        self._pending.append(_Pending(None, None, self.generation))
+        self._enqueued_bytes = 0
+        self._cond.notify()
 
     def remove_before(self, generation: int) -> int:
         """Delete the segments written before `generation` started; returns how many."""

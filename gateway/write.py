@@ -104,9 +104,9 @@ class Ingester:
         keep = refs >= 0
         ts = request.timestamps
         future = ts > now_ms + self.config.max_future_ms
-        self._reject_samples(outcome, "too_far_in_future", keep & future, request, refs)
+        self._reject_samples(outcome, "too_far_in_future", keep & future, request)
         out_of_range = ts == NO_SAMPLE
-        self._reject_samples(outcome, "timestamp_out_of_range", keep & out_of_range, request, refs)
+        self._reject_samples(outcome, "timestamp_out_of_range", keep & out_of_range, request)
         keep &= ~future & ~out_of_range
         if not keep.any():
             return outcome, None
@@ -161,7 +161,6 @@ class Ingester:
         reason: str,
         mask: np.ndarray,
         request: DecodedWrite,
-        refs: np.ndarray,
     ) -> None:
         count = int(mask.sum())
         if count:
