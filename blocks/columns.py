@@ -109,3 +109,11 @@ def from_planes(data: bytes | memoryview, count: int, offset: int = 0) -> np.nda
     """Inverse of to_planes for `count` words at `offset`."""
     planes = np.frombuffer(data, np.uint8, count * 8, offset).reshape(8, count)
     return planes.T.copy().view("<u8").ravel().astype(np.uint64, copy=False)
+
+
+def run_bounds(keys: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of each run of equal neighbours in a column: one per series when sorted."""
+    if not len(keys):
+        return []
+    bounds = (np.flatnonzero(keys[1:] != keys[:-1]) + 1).tolist()
+    return list(zip([0, *bounds], [*bounds, len(keys)], strict=True))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from blocks.columns import run_bounds
 from blocks.errors import Unavailable
 from blocks.sample_codec import decode_samples, encode_samples
 from gateway.head_append import AppendPlan, advance_last, plan_append
@@ -201,12 +202,8 @@ class TenantHead:
     def series_samples(self) -> Iterator[tuple[bytes, np.ndarray, np.ndarray]]:
         """Every series with samples: (canonical labels, timestamps, values), time-sorted."""
         refs, ts, values = HeadSnapshot(self.frozen, self.recent).sorted_samples()
-        bounds = np.flatnonzero(np.diff(refs)) + 1
-        starts = np.concatenate(([0], bounds))
-        ends = np.concatenate((bounds, [len(refs)]))
-        for start, end in zip(starts, ends, strict=True):
-            if end > start:
-                yield self.labels[int(refs[start])], ts[start:end], values[start:end]
+        for start, end in run_bounds(refs):
+            yield self.labels[int(refs[start])], ts[start:end], values[start:end]
 
 
 class Head:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from blocks.columns import run_bounds
 from blocks.meta import BlockMeta
 from blocks.ulid import new_ulid
 from blocks.writer import BlockWriter
@@ -60,12 +61,7 @@ def build_blocks(
     for start in np.unique(windows).tolist():
         inside = windows == start
         w_refs, w_ts, w_values = refs[inside], ts[inside], values[inside]
-        bounds = np.flatnonzero(np.diff(w_refs)) + 1
-        starts = np.concatenate(([0], bounds)).tolist()
-        ends = np.concatenate((bounds, [len(w_refs)])).tolist()
-        runs = sorted(
-            (decode_labels(labels[int(w_refs[a])]), a, b) for a, b in zip(starts, ends, strict=True)
-        )
+        runs = sorted((decode_labels(labels[int(w_refs[a])]), a, b) for a, b in run_bounds(w_refs))
         writer = BlockWriter(parent, new_ulid())
         try:
             for series_labels, a, b in runs:

@@ -28,7 +28,10 @@ Parts = dict[str, dict[LabelSet, list[tuple[np.ndarray, np.ndarray]]]]
 def read_samples(
     data_dir: Path, bucket_url: str = ""
 ) -> dict[str, dict[LabelSet, tuple[np.ndarray, np.ndarray]]]:
-    """tenant -> labels (sorted pairs) -> (timestamps, values), without changing any file."""
+    """tenant -> labels (sorted pairs) -> (timestamps, values); no data file is changed.
+
+    (Opening the queue and a local bucket as stores creates their lock file.)
+    """
     config = GatewayConfig(data_dir=data_dir, bucket_url=bucket_url)
     parts: Parts = {}
     head = Head(max_bytes=1 << 62, freeze_samples=config.head_freeze_samples)
