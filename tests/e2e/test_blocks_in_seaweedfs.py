@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -48,16 +49,18 @@ def workload() -> tuple[list[bytes], dict[tuple[tuple[str, str], ...], np.ndarra
     return bodies, {series: bits[i] for i, series in enumerate(labels)}
 
 
-def wait_until(server: StrataServer, name: str, wanted: str, timeout_s: float) -> float:
-    """Poll a metric until `wanted` ("0", ">=1") holds; its last value."""
+def wait_until(
+    server: StrataServer, name: str, holds: Callable[[float], bool], timeout_s: float
+) -> float:
+    """Poll a metric until `holds(value)`; its last value."""
     deadline = time.monotonic() + timeout_s
     value = float("nan")
     while time.monotonic() < deadline:
         value = metric_value(parse_metrics_text(server.metrics()), name)
-        if value == float(wanted) if not wanted.startswith(">=") else value >= float(wanted[2:]):
+        if holds(value):
             return value
         time.sleep(0.25)
-    raise AssertionError(f"{name} is {value}, not {wanted}, after {timeout_s} s")
+    raise AssertionError(f"{name} is still {value} after {timeout_s} s")
 
 
 @pytest.mark.e2e
@@ -80,15 +83,17 @@ def test_blocks_reach_s3_across_an_outage_and_read_back_bit_exact(
             for i, body in enumerate(bodies):
                 if i == len(bodies) // 2:
                     # Windows are cut and queued while the bucket is down; uploads fail.
-                    wait_until(server, "strata_upload_queue_blocks", ">=1", timeout_s=30)
-                    wait_until(server, "strata_block_upload_failures_total", ">=1", timeout_s=30)
+                    wait_until(server, "strata_upload_queue_blocks", lambda v: v >= 1, timeout_s=30)
+                    wait_until(
+                        server, "strata_block_upload_failures_total", lambda v: v >= 1, timeout_s=30
+                    )
                     seaweedfs.start()
                 answer = client.post(server.write_url, content=body, headers=HEADERS)
                 assert answer.status_code == 204, answer.text
         # Windows 0-2 h, 2-4 h and 4-6 h are due (the newest sample is past 6 h + grace).
-        wait_until(server, "strata_blocks_uploaded_total", ">=3", timeout_s=60)
-        wait_until(server, "strata_upload_queue_blocks", "0", timeout_s=60)
-        wait_until(server, "strata_wal_segments_removed_total", ">=1", timeout_s=30)
+        wait_until(server, "strata_blocks_uploaded_total", lambda v: v >= 3, timeout_s=60)
+        wait_until(server, "strata_upload_queue_blocks", lambda v: v == 0, timeout_s=60)
+        wait_until(server, "strata_wal_segments_removed_total", lambda v: v >= 1, timeout_s=30)
         server.stop_gracefully()
     finally:
         server.stop()
