@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from blocks.errors import StorageError
 from blocks.meta import CHUNKS_DIRNAME, INDEX_FILENAME, META_FILENAME, BlockMeta
 from blocks.objstore.base import ObjectStore
 from blocks.ulid import is_ulid
@@ -18,14 +19,26 @@ log = logging.getLogger(__name__)
 
 
 def upload_block(store: ObjectStore, block_dir: Path, tenant: str) -> BlockMeta:
-    """Upload `block_dir` (named by its ULID) under `<tenant>/<id>/`, meta.json last."""
+    """Upload `block_dir` (named by its ULID) under `<tenant>/<id>/`, meta.json last.
+
+    Files are streamed, never read whole. StorageError if an object is missing once
+    meta.json is in: the caller uploads again (every put overwrites with the same bytes).
+    """
     meta = BlockMeta.from_json((block_dir / META_FILENAME).read_bytes())
     prefix = f"{tenant}/{meta.block_id}"
     segments = sorted((block_dir / CHUNKS_DIRNAME).iterdir())
+    expected = {f"{prefix}/{INDEX_FILENAME}", f"{prefix}/{META_FILENAME}"}
     for path in segments:
-        store.put(f"{prefix}/{CHUNKS_DIRNAME}/{path.name}", path.read_bytes())
-    store.put(f"{prefix}/{INDEX_FILENAME}", (block_dir / INDEX_FILENAME).read_bytes())
+        key = f"{prefix}/{CHUNKS_DIRNAME}/{path.name}"
+        store.put_file(key, path)
+        expected.add(key)
+    store.put_file(f"{prefix}/{INDEX_FILENAME}", block_dir / INDEX_FILENAME)
     store.put(f"{prefix}/{META_FILENAME}", meta.to_json())
+    # A partial-upload cleaner that judged an earlier, abandoned attempt of this very
+    # block old enough may have deleted objects while they were being put again.
+    missing = expected - set(store.list(f"{prefix}/"))
+    if missing:
+        raise StorageError("upload", prefix, f"objects vanished during upload: {sorted(missing)}")
     log.info("uploaded block tenant=%s block=%s bytes=%d", tenant, meta.block_id, meta.stats.bytes)
     return meta
 

@@ -98,6 +98,13 @@ class GatewayConfig:
     upload_backoff_max_s: float = field(
         default=300.0, metadata=_help("longest wait between retries of a failed block upload")
     )
+    partial_upload_cleanup_age_s: float = field(
+        default=86400.0,
+        metadata=_help(
+            "delete the objects of a block upload that never got its meta.json once the "
+            "block and its newest object are this old (checked hourly)"
+        ),
+    )
     shutdown_timeout_s: float = field(
         default=25.0, metadata=_help("how long SIGTERM waits for in-flight requests")
     )

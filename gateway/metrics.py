@@ -98,7 +98,13 @@ class GatewayMetrics:
         )
         self.blocks_uploaded = Counter(
             "strata_blocks_uploaded_total",
-            "Blocks uploaded to the bucket (meta.json written).",
+            "Blocks uploaded to the bucket (meta.json written, bucket index updated).",
+            ["tenant"],
+            registry=registry,
+        )
+        self.partial_uploads_cleaned = Counter(
+            "strata_partial_uploads_cleaned_total",
+            "Abandoned block uploads (objects without meta.json) removed from the bucket.",
             ["tenant"],
             registry=registry,
         )

@@ -3,8 +3,9 @@
 Order (docs/shipping.md): rotate the WAL; take the head's samples out; build blocks of
 what is due in a worker thread into the upload queue (a local directory: built as .tmp,
 fsynced, renamed); put back and re-log what stays (a checkpoint in the new segment);
-upload queued blocks meta.json last; only then delete the WAL segments before the
-rotation. A crash anywhere leaves the samples in the WAL, the queue or the bucket.
+upload queued blocks meta.json last and add them to the bucket index; only then delete
+the WAL segments before the rotation. A crash anywhere leaves the samples in the WAL,
+the queue or the bucket.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from blocks.bucket_index import add_blocks
 from blocks.errors import StrataError
 from blocks.meta import META_FILENAME
 from blocks.objstore.base import ObjectStore
+from blocks.partial_uploads import clean_partial_uploads
 from blocks.ulid import is_ulid
 from blocks.upload import upload_block
 from gateway.config import GatewayConfig
@@ -36,6 +39,9 @@ log = logging.getLogger(__name__)
 KEEP_ALL = np.iinfo(np.int64).min
 # A cut everything at once when the head uses more than this share of its budget.
 BUDGET_CUT_SHARE = 0.5
+# Abandoned uploads are rare (a gateway that lost its disk mid-upload): an hourly look
+# costs one listing per tenant.
+PARTIAL_CLEANUP_INTERVAL_S = 3600.0
 
 
 @dataclass(slots=True)
@@ -102,6 +108,8 @@ class Shipper:
         self.pending: list[PendingTruncation] = []
         self._backoff_s = 0.0
         self._next_upload = 0.0
+        self._uploaded_tenants: set[str] = set()
+        self._next_partial_cleanup = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Cut and upload every cut_interval_s until `stop` is set."""
@@ -125,6 +133,7 @@ class Shipper:
         if any(b != KEEP_ALL for b in boundaries.values()):
             await self.cut(boundaries)
         await self.upload_queued()
+        await self.clean_partial_uploads()
 
     async def cut(self, boundaries: dict[str, int]) -> None:
         """Move samples before each tenant's boundary into queued blocks."""
@@ -190,7 +199,7 @@ class Shipper:
             return
         for tenant, block_dir in queued_blocks(self.config.upload_dir):
             try:
-                await asyncio.to_thread(upload_block, self.store, block_dir, tenant)
+                await asyncio.to_thread(self._upload_and_index, block_dir, tenant)
             except (StrataError, OSError) as exc:
                 self.metrics.upload_failures.inc()
                 self._backoff_s = min(
@@ -205,11 +214,32 @@ class Shipper:
                 )
                 return
             self._backoff_s = 0.0
+            self._uploaded_tenants.add(tenant)
             self.metrics.blocks_uploaded.labels(tenant).inc()
             await asyncio.to_thread(drop_queued_block, block_dir)
             for pending in self.pending:
                 pending.blocks.discard(block_dir)
         self._truncate_wal()
+
+    def _upload_and_index(self, block_dir: Path, tenant: str) -> None:
+        meta = upload_block(self.store, block_dir, tenant)
+        add_blocks(self.store, tenant, [meta])
+
+    async def clean_partial_uploads(self) -> None:
+        """Hourly, remove abandoned partial uploads of the tenants this gateway ships."""
+        if time.monotonic() < self._next_partial_cleanup:
+            return
+        self._next_partial_cleanup = time.monotonic() + PARTIAL_CLEANUP_INTERVAL_S
+        min_age_ms = int(self.config.partial_upload_cleanup_age_s * 1000)
+        for tenant in sorted(self._uploaded_tenants):
+            try:
+                cleaned = await asyncio.to_thread(
+                    clean_partial_uploads, self.store, tenant, min_age_ms=min_age_ms
+                )
+            except (StrataError, OSError) as exc:
+                log.warning("partial upload cleanup failed tenant=%s error=%s", tenant, exc)
+                continue
+            self.metrics.partial_uploads_cleaned.labels(tenant).inc(len(cleaned))
 
     def _truncate_wal(self) -> None:
         while self.pending and not self.pending[0].blocks:

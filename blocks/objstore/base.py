@@ -7,6 +7,8 @@ valid on one backend is valid on all of them.
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -80,6 +82,15 @@ def check_range(key: str, start: int, end: int) -> None:
         raise InvalidRange(key, start, end)
 
 
+@dataclass(frozen=True, slots=True)
+class ObjectStat:
+    """What a store knows about an object besides its bytes."""
+
+    size: int
+    # When the object was last written, in milliseconds since the epoch (the store's clock).
+    modified_ms: int
+
+
 class ObjectStore(abc.ABC):
     """A flat namespace of immutable-by-convention byte objects (a bucket or a directory).
 
@@ -90,6 +101,10 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def put(self, key: str, data: bytes) -> None:
         """Store `data` under `key`; atomic: readers see the old object or all of the new one."""
+
+    @abc.abstractmethod
+    def put_file(self, key: str, path: Path) -> None:
+        """Store the file's bytes under `key`, streamed: memory stays flat for large files."""
 
     @abc.abstractmethod
     def get(self, key: str) -> bytes:
@@ -110,6 +125,10 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def size(self, key: str) -> int:
         """The object's length in bytes; NotFound if absent."""
+
+    @abc.abstractmethod
+    def stat(self, key: str) -> ObjectStat:
+        """Size and last write time; NotFound if absent."""
 
     @abc.abstractmethod
     def exists(self, key: str) -> bool:

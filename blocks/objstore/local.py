@@ -11,6 +11,7 @@ import builtins
 import fcntl
 import hashlib
 import os
+import shutil
 import stat
 import threading
 import uuid
@@ -23,6 +24,7 @@ from blocks.fsync import fsync_path
 from blocks.objstore.base import (
     RESERVED_SEGMENT_PREFIX,
     InvalidKey,
+    ObjectStat,
     ObjectStore,
     check_key,
     check_prefix,
@@ -36,7 +38,9 @@ TMP_PREFIX = RESERVED_SEGMENT_PREFIX + "tmp-"
 _DIR_RACE_ATTEMPTS = 5
 # Operations for which a missing file or a directory in the way means a missing object;
 # for the others a directory in the way is a key colliding with a prefix.
-_READS = frozenset({"get", "get_range", "size", "exists"})
+_READS = frozenset({"get", "get_range", "size", "stat", "exists"})
+# put_file copies in pieces of this size, so a 512 MiB segment never sits in memory.
+COPY_BUFFER_BYTES = 1 << 20
 
 # flock excludes other processes, but two threads sharing one descriptor would both get
 # it; so threads of this process queue on a lock per root first.
@@ -101,9 +105,16 @@ class LocalStore(ObjectStore):
 
     def put(self, key: str, data: bytes) -> None:
         """Write a temporary file, fsync it, rename it over the key, fsync the directory."""
+        self._put_from("put", key, data)
+
+    def put_file(self, key: str, path: Path) -> None:
+        """As put, the temporary file filled by copying `path` piece by piece."""
+        self._put_from("put_file", key, path)
+
+    def _put_from(self, op: str, key: str, source: bytes | Path) -> None:
         path = self._path(key)
-        with map_os_errors("put", key):
-            tmp = self._write_temp(path.parent, data)
+        with map_os_errors(op, key):
+            tmp = self._write_temp(path.parent, source)
             try:
                 with self._locked():
                     os.replace(tmp, path)
@@ -168,6 +179,15 @@ class LocalStore(ObjectStore):
         if not stat.S_ISREG(st.st_mode):
             raise NotFound(f"object not found: {key}")
         return st.st_size
+
+    def stat(self, key: str) -> ObjectStat:
+        """The file's length and modification time; NotFound if absent or a directory."""
+        path = self._path(key)
+        with map_os_errors("stat", key):
+            st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise NotFound(f"object not found: {key}")
+        return ObjectStat(size=st.st_size, modified_ms=st.st_mtime_ns // 1_000_000)
 
     def exists(self, key: str) -> bool:
         """Whether a regular file is stored under the key."""
@@ -243,12 +263,17 @@ class LocalStore(ObjectStore):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return False
 
-    def _write_temp(self, directory: Path, data: bytes) -> Path:
-        """A fsynced temporary file holding `data` in `directory`, made if missing."""
+    def _write_temp(self, directory: Path, source: bytes | Path) -> Path:
+        """A fsynced temporary file in `directory` (made if missing) holding `source`:
+        the bytes, or a copy of the file."""
         tmp, fd = self._create_temp(directory)
         try:
             with open(fd, "wb") as f:
-                f.write(data)
+                if isinstance(source, Path):
+                    with source.open("rb") as src:
+                        shutil.copyfileobj(src, f, COPY_BUFFER_BYTES)
+                else:
+                    f.write(source)
                 f.flush()
                 os.fsync(f.fileno())
         except BaseException:

@@ -12,16 +12,19 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import boto3
 from boto3.exceptions import Boto3Error
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from blocks.errors import NotFound, StorageError
 from blocks.objstore.base import (
     RESERVED_SEGMENT_PREFIX,
+    ObjectStat,
     ObjectStore,
     check_key,
     check_prefix,
@@ -40,6 +43,8 @@ MAX_ATTEMPTS = 3
 CONNECT_TIMEOUT_S = 5
 # Long enough for a large GET on a slow link; a stuck server still ends within a minute.
 READ_TIMEOUT_S = 30
+# Files larger than this are uploaded in parts of this size; one part is what memory holds.
+MULTIPART_BYTES = 16 << 20
 
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
 # 412 is the refusal; 409 ConditionalRequestConflict is AWS's answer to a conditional
@@ -101,6 +106,14 @@ class S3Store(ObjectStore):
             aws_secret_access_key=secret_key,
             config=config,
         )
+        # One thread per upload: the gateway uploads blocks one at a time on a small
+        # machine, and parallel parts would multiply the memory a transfer holds.
+        self._transfer = TransferConfig(
+            multipart_threshold=MULTIPART_BYTES,
+            multipart_chunksize=MULTIPART_BYTES,
+            max_concurrency=1,
+            use_threads=False,
+        )
         self._conditional_put: bool | None = None
         self._probe_lock = threading.Lock()
 
@@ -120,6 +133,12 @@ class S3Store(ObjectStore):
         full = self._full(key)
         with map_s3_errors("put", key):
             self._client.put_object(Bucket=self.bucket, Key=full, Body=data)
+
+    def put_file(self, key: str, path: Path) -> None:
+        """boto3's managed transfer: multipart past MULTIPART_BYTES, read piece by piece."""
+        full = self._full(key)
+        with map_s3_errors("put_file", key):
+            self._client.upload_file(str(path), self.bucket, full, Config=self._transfer)
 
     def get(self, key: str) -> bytes:
         """One GetObject; NotFound if absent."""
@@ -171,6 +190,14 @@ class S3Store(ObjectStore):
     def size(self, key: str) -> int:
         """HeadObject's ContentLength; NotFound if absent."""
         return self._head("size", key)["ContentLength"]
+
+    def stat(self, key: str) -> ObjectStat:
+        """HeadObject's ContentLength and LastModified; NotFound if absent."""
+        head = self._head("stat", key)
+        return ObjectStat(
+            size=head["ContentLength"],
+            modified_ms=int(head["LastModified"].timestamp() * 1000),
+        )
 
     def exists(self, key: str) -> bool:
         """Whether HeadObject finds the key."""

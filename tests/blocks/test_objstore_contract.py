@@ -23,7 +23,7 @@ from botocore.awsrequest import AWSRequest
 from blocks.errors import NotFound, StorageError
 from blocks.objstore import InvalidKey, InvalidRange, InvalidStoreURL, ObjectStore, open_store
 from blocks.objstore.local import TMP_PREFIX, LocalStore
-from blocks.objstore.s3 import S3Store
+from blocks.objstore.s3 import MULTIPART_BYTES, S3Store
 from tests.support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,6 +57,8 @@ def key_methods(store: ObjectStore) -> dict[str, Callable[[str], object]]:
         "get_range": lambda key: store.get_range(key, 0, 1),
         "delete": store.delete,
         "size": store.size,
+        "stat": store.stat,
+        "put_file": lambda key: store.put_file(key, Path(__file__)),
         "exists": store.exists,
         "put_if_absent": lambda key: store.put_if_absent(key, b"x"),
         "get_with_etag": store.get_with_etag,
@@ -209,6 +211,31 @@ class ObjectStoreContract:
         assert store.size("large") == len(data)
         assert store.get("large") == data
         assert store.get_range("large", 5_000_000, 5_000_100) == data[5_000_000:5_000_100]
+
+    def test_put_file_round_trips_a_file_larger_than_an_upload_part(
+        self, store: ObjectStore, tmp_path: Path
+    ) -> None:
+        data = random.Random(9).randbytes(MULTIPART_BYTES + 12345)
+        source = tmp_path / "segment"
+        source.write_bytes(data)
+        store.put_file("t/b/chunks/000001", source)
+        assert store.size("t/b/chunks/000001") == len(data)
+        assert store.get("t/b/chunks/000001") == data
+        empty = tmp_path / "empty"
+        empty.write_bytes(b"")
+        store.put_file("t/b/chunks/000001", empty)
+        assert store.get("t/b/chunks/000001") == b""
+
+    def test_stat_gives_size_and_write_time(self, store: ObjectStore) -> None:
+        # The stores keep whole seconds at worst (S3's Last-Modified).
+        before_ms = int(time.time() * 1000) - 1000
+        store.put("t/x", b"12345")
+        after_ms = int(time.time() * 1000) + 1000
+        info = store.stat("t/x")
+        assert info.size == 5
+        assert before_ms <= info.modified_ms <= after_ms
+        with pytest.raises(NotFound):
+            store.stat("t/absent")
 
     def test_put_if_absent_writes_only_once(self, store: ObjectStore) -> None:
         assert store.put_if_absent("lock", b"first")

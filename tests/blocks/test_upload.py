@@ -30,10 +30,17 @@ class RecordingStore(LocalStore):
         self.fail_on = fail_on
 
     def put(self, key: str, data: bytes) -> None:
+        self._record(key)
+        super().put(key, data)
+
+    def put_file(self, key: str, path: Path) -> None:
+        self._record(key)
+        super().put_file(key, path)
+
+    def _record(self, key: str) -> None:
         if self.fail_on and key.endswith(self.fail_on):
             raise OSError("injected: connection lost mid-upload")
         self.puts.append(key)
-        super().put(key, data)
 
 
 def build(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from blocks.bucket_index import read_bucket_index
 from blocks.errors import StorageError
 from blocks.objstore.local import LocalStore
 from blocks.upload import list_blocks
@@ -58,6 +59,9 @@ def test_due_window_is_cut_uploaded_and_its_wal_removed(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "bucket")
     blocks = list_blocks(store, "default")
     assert len(blocks) == 1
+    index = read_bucket_index(store, "default")
+    assert index is not None
+    assert sorted(index.blocks) == blocks
     assert gateway.shipper.queue_size() == 0
     # Only the recent sample stays in the head, re-logged in the new segment.
     assert gateway.head.tenant("default").sample_count == 1
@@ -103,6 +107,34 @@ def test_failed_upload_keeps_block_queued_and_wal_until_retry(tmp_path: Path) ->
     gateway.stop()
     stored = read_samples(tmp_path)["default"][(("__name__", "up"), ("job", "a"))]
     assert stored[0].tolist() == [START_MS, START_MS + 3 * HOUR_MS]
+
+
+def test_block_stays_queued_until_the_bucket_index_has_it(tmp_path: Path) -> None:
+    gateway = started(tmp_path)
+    write(gateway, "up", [(START_MS, 1.0), (START_MS + 3 * HOUR_MS, 2.0)])
+    first_segment = list_segments(gateway.config.wal_dir)[0][0]
+
+    def refused(key: str, data: bytes, *etag: str) -> bool:
+        raise StorageError("put", key, "injected outage")
+
+    real_put_if_absent = gateway.store.put_if_absent
+    gateway.store.put_if_absent = refused  # type: ignore[method-assign]
+    asyncio.run(gateway.shipper.step())
+    store = LocalStore(tmp_path / "bucket")
+    assert len(list_blocks(store, "default")) == 1, "the block itself is uploaded"
+    assert read_bucket_index(store, "default") is None
+    assert gateway.shipper.queue_size() == 1
+    assert list_segments(gateway.config.wal_dir)[0][0] == first_segment, "WAL kept"
+
+    gateway.store.put_if_absent = real_put_if_absent  # type: ignore[method-assign]
+    gateway.shipper._next_upload = 0.0  # the backoff has passed
+    asyncio.run(gateway.shipper.step())
+    index = read_bucket_index(store, "default")
+    assert index is not None
+    assert sorted(index.blocks) == list_blocks(store, "default")
+    assert gateway.shipper.queue_size() == 0
+    assert list_segments(gateway.config.wal_dir)[0][0] > first_segment
+    gateway.stop()
 
 
 def test_restart_uploads_queue_and_keeps_every_sample_bit_exact(tmp_path: Path) -> None:
