@@ -4,16 +4,43 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from importlib.metadata import version
+from typing import TypeVar
 
-from gateway.config import ConfigError, build_config, settings
+from blocks.catalog import (
+    MAX_TIME,
+    MIN_TIME,
+    bucket_label,
+    check_series_ids,
+    collect_rows,
+    dump_series,
+    format_json_lines,
+    format_table,
+    open_block,
+    open_bucket,
+    parse_block_ref,
+    parse_matcher,
+    parse_time,
+    select_series,
+)
+from blocks.errors import StrataError, Unavailable
+from blocks.objstore.base import ObjectStore
+from gateway.config import ConfigError, GatewayConfig, build_config, settings
+from gateway.tenants import check_tenant
+
+T = TypeVar("T")
+# The settings `strata inspect` reads: where the bucket is, nothing about serving.
+INSPECT_SETTINGS = ("data_dir", "bucket_url")
 
 
-def add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    """One --flag per GatewayConfig field, its help and default from the field."""
+def add_setting_flags(parser: argparse.ArgumentParser, only: Collection[str] = ()) -> None:
+    """One --flag per GatewayConfig field (or per field named in `only`), help from the field."""
     for f in settings():
+        if only and f.name not in only:
+            continue
         flag = "--" + f.name.replace("_", "-")
         env = "STRATA_" + f.name.upper()
         parser.add_argument(
@@ -35,7 +62,97 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the gateway. With no flags it keeps everything under ./data.",
     )
     add_setting_flags(serve)
+    add_inspect_parser(commands)
     return parser
+
+
+def add_inspect_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`strata inspect blocks` and `strata inspect series`."""
+    inspect = commands.add_parser(
+        "inspect",
+        help="look into the bucket: its blocks as a table, or one series of a block",
+        description="Look into the bucket without a running gateway: a table of its blocks "
+        "(tenant, time range, resolution, series, samples, bytes), or one block's series "
+        "with every sample's float64 bits.",
+    )
+    what = inspect.add_subparsers(dest="inspect_command", required=True, metavar="WHAT")
+    blocks = what.add_parser(
+        "blocks",
+        help="one line per block, and a totals line",
+        description="List the bucket's complete blocks (those with meta.json), by tenant and "
+        "time: time range in UTC, resolution, compaction level, series, samples, chunks, "
+        "bytes and bytes per sample, then a totals line.",
+    )
+    blocks.add_argument("--tenant", type=_arg(check_tenant), help="only this tenant's blocks")
+    blocks.add_argument(
+        "--json", action="store_true", help="one JSON object per block and line, no totals"
+    )
+    _add_time_range(blocks, "only blocks with data in this range")
+    add_setting_flags(blocks, INSPECT_SETTINGS)
+    series = what.add_parser(
+        "series",
+        help="the samples of chosen series of one block, with their bits",
+        description="Print the chosen series of one block: a '# series ID {labels}' line, "
+        "then per sample 'timestamp_ms  UTC time  value  0x<float64 bits>', so NaN payloads "
+        "and staleness markers show.",
+    )
+    series.add_argument("block", metavar="TENANT/BLOCK_ID", type=_arg(_block_ref), help="the block")
+    pick = series.add_mutually_exclusive_group(required=True)
+    pick.add_argument(
+        "--match",
+        action="append",
+        type=_arg(parse_matcher),
+        metavar="NAME=VALUE",
+        help="series with this label (equality only; NAME= means without the label); "
+        "repeat to require several",
+    )
+    pick.add_argument(
+        "--id",
+        dest="series_ids",
+        action="append",
+        type=int,
+        metavar="N",
+        help="the series at this position of the block's index; repeatable",
+    )
+    _add_time_range(series, "only samples in this range")
+    add_setting_flags(series, INSPECT_SETTINGS)
+
+
+def _add_time_range(parser: argparse.ArgumentParser, what: str) -> None:
+    when = "ms since the epoch or ISO-8601, UTC unless a zone is given; inclusive"
+    parser.add_argument(
+        "--from",
+        dest="mint",
+        type=_arg(parse_time),
+        default=MIN_TIME,
+        metavar="TIME",
+        help=f"{what}: start ({when})",
+    )
+    parser.add_argument(
+        "--to",
+        dest="maxt",
+        type=_arg(parse_time),
+        default=MAX_TIME,
+        metavar="TIME",
+        help=f"{what}: end ({when})",
+    )
+
+
+def _block_ref(text: str) -> tuple[str, str]:
+    tenant, block_id = parse_block_ref(text)
+    return check_tenant(tenant), block_id
+
+
+def _arg(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type from a parser raising StrataError, so a bad value is a usage error."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except StrataError as exc:
+            raise argparse.ArgumentTypeError(exc.reason) from None
+
+    return convert
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,7 +171,77 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s %(message)s",
         )
         return serve(config)
+    if args.command == "inspect":
+        return run_inspect(args)
     return 2
+
+
+def inspect_config(args: argparse.Namespace) -> GatewayConfig:
+    """Settings from the inspect flags and their STRATA_* variables only.
+
+    The serving settings' variables, set for the gateway in the same environment, are
+    not read: a bad one of them must not stop a look into the bucket.
+    """
+    flags = {name: getattr(args, name) for name in INSPECT_SETTINGS}
+    names = {"STRATA_" + name.upper() for name in INSPECT_SETTINGS}
+    return build_config(flags, {k: v for k, v in os.environ.items() if k in names})
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    """`strata inspect …`: 0 when all went well, 1 when something was not found or read."""
+    try:
+        config = inspect_config(args)
+    except ConfigError as exc:
+        print(f"strata: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with open_bucket(config.bucket) as store:
+            if args.inspect_command == "blocks":
+                return _inspect_blocks(store, args)
+            return _inspect_series(store, args)
+    except Unavailable as exc:
+        print(
+            f"strata: cannot read bucket {bucket_label(config.bucket)}: {exc.reason}",
+            file=sys.stderr,
+        )
+    except StrataError as exc:
+        print(f"strata: {exc.reason}", file=sys.stderr)
+    except BrokenPipeError:
+        # The reader (`| head`) has gone: what it took was all it wanted. Point stdout at
+        # /dev/null so that the interpreter's last flush does not fail once more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return 1
+
+
+def _inspect_blocks(store: ObjectStore, args: argparse.Namespace) -> int:
+    listing = collect_rows(store, tenant=args.tenant, mint=args.mint, maxt=args.maxt)
+    _print_lines(format_json_lines(listing.rows) if args.json else format_table(listing.rows))
+    for problem in listing.skipped:
+        print(f"strata: skipped block {problem}", file=sys.stderr)
+    return 1 if listing.skipped else 0
+
+
+def _inspect_series(store: ObjectStore, args: argparse.Namespace) -> int:
+    tenant, block_id = args.block
+    reader = open_block(store, tenant, block_id)
+    if args.series_ids:
+        ids = check_series_ids(reader.index, args.series_ids)
+    else:
+        ids = select_series(reader.index, args.match)
+    if not ids:
+        wanted = " ".join(f"{n}={v}" for n, v in args.match)
+        print(f"strata: no series of {tenant}/{block_id} matches {wanted}", file=sys.stderr)
+        return 1
+    _print_lines(dump_series(reader, ids, args.mint, args.maxt))
+    return 0
+
+
+def _print_lines(lines: Iterable[str]) -> None:
+    out = sys.stdout
+    for line in lines:
+        out.write(line + "\n")
+    out.flush()
 
 
 if __name__ == "__main__":
