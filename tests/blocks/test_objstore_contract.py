@@ -437,6 +437,8 @@ def test_open_store_reads_s3_urls() -> None:
         "s3://bucket?colour=blue",
         "s3://bucket?path_style=maybe",
         "s3://key:secret@bucket",
+        "s3://bucket?secret_key=only",
+        "s3://bucket?access_key=only",
         "file://",
         "file:///tmp/x?endpoint=y",
     ],
