@@ -66,7 +66,10 @@ def _open_s3(url: str, parts: SplitResult, options: dict[str, str]) -> ObjectSto
         raise InvalidStoreURL(url, f"unknown option {', '.join(unknown)}")
     if bool(settings.get("access_key")) != bool(settings.get("secret_key")):
         # boto3 would raise PartialCredentialsError from deep inside the client.
-        raise InvalidStoreURL(url, "access_key and secret_key go together: set both or neither")
+        raise InvalidStoreURL(
+            parts._replace(query="").geturl(),
+            "access_key and secret_key go together: set both or neither",
+        )
     return S3Store(
         parts.netloc,
         prefix=unquote(parts.path).strip("/"),
