@@ -36,6 +36,16 @@ class RequestTooLarge(InvalidRequest):
     http_status = 413
 
 
+class QueryLimitExceeded(InvalidRequest):
+    """A query asks for more than a limit allows; it fails the same way every time (422)."""
+
+    http_status = 422
+
+    def __init__(self, detail: str, *, limit: str) -> None:
+        self.limit = limit
+        super().__init__(f"{detail} ({limit})")
+
+
 class Unavailable(StrataError):
     """Strata cannot take the request now; the sender should retry (503 + Retry-After)."""
 

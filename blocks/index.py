@@ -113,11 +113,17 @@ class BlockIndex:
         ]
 
     def postings(self, name: str, value: str) -> np.ndarray:
-        """Sorted ids of the series with label name=value."""
-        for candidate, series in self.label_values(name):
-            if candidate == value:
-                return series
-        return np.zeros(0, dtype=np.uint32)
+        """Sorted ids of the series with label name=value: two binary searches."""
+        name_sym, value_sym = self.symbol(name), self.symbol(value)
+        if name_sym < 0 or value_sym < 0:
+            return np.zeros(0, dtype=np.uint32)
+        # Symbols are numbered in string order, so (name, value) pairs sort by number too.
+        lo = int(np.searchsorted(self.posting_names, name_sym, "left"))
+        hi = int(np.searchsorted(self.posting_names, name_sym, "right"))
+        i = lo + int(np.searchsorted(self.posting_values[lo:hi], value_sym, "left"))
+        if i == hi or int(self.posting_values[i]) != value_sym:
+            return np.zeros(0, dtype=np.uint32)
+        return self.posting_series[self.posting_offsets[i] : self.posting_offsets[i + 1]]
 
     def chunk_range(self, series: int) -> tuple[int, int]:
         """The rows of a series' chunks in `chunks`."""
