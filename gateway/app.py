@@ -10,24 +10,32 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
 
-from blocks.errors import RequestTooLarge, StrataError, Unavailable
+from blocks.errors import StrataError, Unavailable
+from blocks.meta import META_FILENAME, BlockMeta
 from blocks.objstore.factory import open_store
+from blocks.objstore.local import LocalStore
 from gateway.config import GatewayConfig
 from gateway.decode import check_content_headers, decode_write_request, decompress_snappy
 from gateway.head import Head
+from gateway.http import add_status_routes, install_error_handlers, read_body
 from gateway.metrics import GatewayMetrics, HeadCollector
-from gateway.shipper import Shipper
+from gateway.shipper import Shipper, queued_blocks
 from gateway.tenants import tenant_from_headers
 from gateway.wal import WAL
 from gateway.wal_replay import replay
 from gateway.write import Ingester
+from querier.engine import Engine, LocalView
+from querier.head_source import HeadPostings, capture
+from querier.metrics import QuerierMetrics
+from querier.read_api import READ_PATH, ReadHandler
 
 log = logging.getLogger(__name__)
 
 WRITE_PATHS = ("/api/v1/write", "/api/v1/push", "/api/v1/receive")
+FLUSH_PATH = "/api/v1/admin/flush"
 
 
 class Gateway:
@@ -45,7 +53,34 @@ class Gateway:
         )
         self.ingester = Ingester(config, self.head, self.wal, self.metrics)
         self.store = open_store(config.bucket)
-        self.shipper = Shipper(config, self.head, self.wal, self.ingester, self.store, self.metrics)
+        self.engine = Engine(
+            self.store,
+            config.query_limits,
+            index_cache_bytes=config.index_cache_bytes,
+            index_refresh_s=config.bucket_index_refresh_s,
+            index_max_age_ms=int(config.bucket_index_max_age_s * 1000),
+        )
+        self.shipper = Shipper(
+            config,
+            self.head,
+            self.wal,
+            self.ingester,
+            self.store,
+            self.metrics,
+            on_uploaded=self.engine.bucket_indexes.invalidate,
+        )
+        self.queue_store = LocalStore(config.upload_dir)
+        self.head_postings: dict[str, HeadPostings] = {}
+        self.reader = ReadHandler(
+            self.engine,
+            config.query_limits,
+            QuerierMetrics(registry),
+            default_tenant=config.default_tenant,
+            max_request_bytes=config.max_request_bytes,
+            max_decompressed_bytes=config.max_decompressed_bytes,
+            local_view=self.local_view,
+            check_ready=self.check_readable,
+        )
         registry.register(HeadCollector(self.head, self.wal.size, self.shipper.queue_size))
         self.ready = False
         self.stopping = False
@@ -66,12 +101,35 @@ class Gateway:
         self.ready = True
         self.metrics.ready.set(1)
 
+    def local_view(self, tenant: str) -> LocalView:
+        """What this gateway holds for a tenant outside the bucket; call on the event loop."""
+        head = self.head.tenants.get(tenant)
+        view = None
+        if head is not None:
+            view = capture(head, self.shipper.in_flight.get(tenant))
+        queued = []
+        for queued_tenant, block_dir in queued_blocks(self.config.upload_dir):
+            if queued_tenant != tenant:
+                continue
+            try:
+                queued.append(BlockMeta.from_json((block_dir / META_FILENAME).read_bytes()))
+            except FileNotFoundError:
+                continue  # uploaded and removed from the queue since the listing
+        postings = self.head_postings.setdefault(tenant, HeadPostings())
+        return LocalView(view, postings, queued, self.queue_store)
+
     def stop(self) -> None:
         """Stop taking writes and make everything pending durable."""
         self.ready = False
         self.metrics.ready.set(0)
         self.wal.close()
         self.store.close()
+        self.queue_store.close()
+
+    def check_readable(self) -> None:
+        """Unavailable (503) while the head is rebuilt from the WAL: answers would miss data."""
+        if not self.ready:
+            raise Unavailable("replaying the WAL; not ready for reads yet")
 
     def check_writable(self) -> None:
         """Unavailable (503) while replaying or shutting down."""
@@ -86,29 +144,6 @@ def remove_partial_blocks(upload_dir: Path) -> None:
     for partial in upload_dir.glob("*/*.tmp"):
         log.info("removing partial block dir=%s", partial)
         shutil.rmtree(partial, ignore_errors=True)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLarge(f"body of {declared} bytes is over the limit of {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLarge(f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def error_response(exc: StrataError) -> Response:
-    """The one translation from Strata's errors to HTTP answers."""
-    headers = {}
-    if isinstance(exc, Unavailable):
-        headers["Retry-After"] = str(exc.retry_after_s)
-    return PlainTextResponse(exc.reason + "\n", status_code=exc.http_status, headers=headers)
 
 
 def create_app(config: GatewayConfig, registry: CollectorRegistry) -> FastAPI:
@@ -135,16 +170,7 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry) -> FastAPI:
     app = FastAPI(title="Strata", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.gateway = gateway
 
-    @app.exception_handler(StrataError)
-    async def strata_error(request: Request, exc: StrataError) -> Response:
-        if exc.http_status >= 500:
-            log.warning("request failed path=%s error=%s", request.url.path, exc.reason)
-        return error_response(exc)
-
-    @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, exc: Exception) -> Response:
-        log.error("unexpected error path=%s", request.url.path, exc_info=exc)
-        return PlainTextResponse("internal error\n", status_code=500)
+    install_error_handlers(app)
 
     async def remote_write(request: Request) -> Response:
         try:
@@ -164,20 +190,15 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry) -> FastAPI:
     for path in WRITE_PATHS:
         app.add_api_route(path, remote_write, methods=["POST"], include_in_schema=False)
 
-    @app.get("/-/healthy", include_in_schema=False)
-    async def healthy() -> Response:
-        return PlainTextResponse("Strata is Healthy.\n")
+    app.add_api_route(READ_PATH, gateway.reader.endpoint, methods=["POST"], include_in_schema=False)
 
-    @app.get("/-/ready", include_in_schema=False)
-    async def ready() -> Response:
-        if gateway.ready and not gateway.stopping:
-            return PlainTextResponse("Strata is Ready.\n")
-        return PlainTextResponse("Strata is not ready.\n", status_code=503)
+    @app.post(FLUSH_PATH, include_in_schema=False)
+    async def flush() -> Response:
+        # Before taking a gateway out of service, or to make recent data visible to
+        # bucket-only queriers at once.
+        gateway.check_writable()
+        blocks = await gateway.shipper.flush()
+        return JSONResponse({"uploadedBlocks": blocks})
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        # A route, not a mounted app: a mount answers /metrics with a redirect to /metrics/.
-        body = await asyncio.to_thread(generate_latest, registry)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
-
+    add_status_routes(app, registry, lambda: gateway.ready and not gateway.stopping)
     return app

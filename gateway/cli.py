@@ -34,6 +34,27 @@ from gateway.tenants import check_tenant
 T = TypeVar("T")
 # The settings `strata inspect` reads: where the bucket is, nothing about serving.
 INSPECT_SETTINGS = ("data_dir", "bucket_url")
+# The settings `strata query` reads: the bucket, HTTP, and remote read; nothing of ingest.
+QUERY_SETTINGS = (
+    "data_dir",
+    "listen",
+    "default_tenant",
+    "bucket_url",
+    "max_request_bytes",
+    "max_decompressed_bytes",
+    "query_max_series",
+    "query_max_samples",
+    "query_max_response_bytes",
+    "query_max_range_ms",
+    "query_timeout_s",
+    "query_concurrency",
+    "query_max_frame_bytes",
+    "index_cache_bytes",
+    "bucket_index_refresh_s",
+    "bucket_index_max_age_s",
+    "shutdown_timeout_s",
+    "log_level",
+)
 
 
 def add_setting_flags(parser: argparse.ArgumentParser, only: Collection[str] = ()) -> None:
@@ -58,10 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
-        help="run the gateway: remote_write in, WAL, head",
+        help="run the gateway: remote_write in, WAL, head, blocks out, remote_read",
         description="Run the gateway. With no flags it keeps everything under ./data.",
     )
     add_setting_flags(serve)
+    query = commands.add_parser(
+        "query",
+        help="run a read-only remote_read server over the bucket",
+        description=(
+            "Serve remote_read from the blocks in the bucket only (no head, no writes); "
+            "run as many replicas as you like."
+        ),
+    )
+    add_setting_flags(query, QUERY_SETTINGS)
     add_inspect_parser(commands)
     return parser
 
@@ -158,9 +188,12 @@ def _arg(parse: Callable[[str], T]) -> Callable[[str], T]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `strata` command."""
     args = build_parser().parse_args(argv)
-    if args.command == "serve":
+    if args.command in ("serve", "query"):
         try:
-            config = build_config(vars(args))
+            if args.command == "serve":
+                config = build_config(vars(args))
+            else:
+                config = build_config(*_only(args, QUERY_SETTINGS))
         except ConfigError as exc:
             print(f"strata: {exc}", file=sys.stderr)
             return 2
@@ -170,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=config.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s %(message)s",
         )
-        return serve(config)
+        return serve(config, query_only=args.command == "query")
     if args.command == "inspect":
         return run_inspect(args)
     return 2
@@ -182,9 +215,16 @@ def inspect_config(args: argparse.Namespace) -> GatewayConfig:
     The serving settings' variables, set for the gateway in the same environment, are
     not read: a bad one of them must not stop a look into the bucket.
     """
-    flags = {name: getattr(args, name) for name in INSPECT_SETTINGS}
-    names = {"STRATA_" + name.upper() for name in INSPECT_SETTINGS}
-    return build_config(flags, {k: v for k, v in os.environ.items() if k in names})
+    return build_config(*_only(args, INSPECT_SETTINGS))
+
+
+def _only(
+    args: argparse.Namespace, names: Collection[str]
+) -> tuple[dict[str, str | None], dict[str, str]]:
+    """The flags and STRATA_* variables of just these settings."""
+    flags = {name: getattr(args, name) for name in names}
+    variables = {"STRATA_" + name.upper() for name in names}
+    return flags, {k: v for k, v in os.environ.items() if k in variables}
 
 
 def run_inspect(args: argparse.Namespace) -> int:

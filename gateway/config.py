@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from blocks.errors import StrataError
+from querier.limits import QueryLimits
 
 MIB = 1 << 20
 
@@ -105,6 +106,39 @@ class GatewayConfig:
             "block and its newest object are this old (checked hourly)"
         ),
     )
+    query_max_series: int = field(
+        default=100_000, metadata=_help("most series one remote-read query may return")
+    )
+    query_max_samples: int = field(
+        default=20_000_000,
+        metadata=_help("most samples one remote-read query may read (counted by chunks)"),
+    )
+    query_max_response_bytes: int = field(
+        default=256 * MIB,
+        metadata=_help("largest SAMPLES answer, built whole in memory (streamed answers are not)"),
+    )
+    query_max_range_ms: int = field(
+        default=0, metadata=_help("longest time range one query may span; 0: unlimited")
+    )
+    query_timeout_s: float = field(
+        default=120.0, metadata=_help("time budget of a remote-read request, waiting included")
+    )
+    query_concurrency: int = field(
+        default=4, metadata=_help("remote-read requests run at once; more wait for a slot")
+    )
+    query_max_frame_bytes: int = field(
+        default=1 * MIB, metadata=_help("largest frame of a streamed remote-read answer")
+    )
+    index_cache_bytes: int = field(
+        default=64 * MIB, metadata=_help("memory for decoded block indexes kept between queries")
+    )
+    bucket_index_refresh_s: float = field(
+        default=30.0, metadata=_help("how often a tenant's bucket index is fetched again")
+    )
+    bucket_index_max_age_s: float = field(
+        default=86400.0,
+        metadata=_help("a bucket index older than this is not trusted; the bucket is listed"),
+    )
     shutdown_timeout_s: float = field(
         default=25.0, metadata=_help("how long SIGTERM waits for in-flight requests")
     )
@@ -124,10 +158,29 @@ class GatewayConfig:
             "max_label_value_bytes",
             "head_max_bytes",
             "head_freeze_samples",
+            "query_max_series",
+            "query_max_samples",
+            "query_max_response_bytes",
+            "query_timeout_s",
+            "query_concurrency",
+            "query_max_frame_bytes",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(name, getattr(self, name), "must be positive")
         listen_host_port(self.listen)
+
+    @property
+    def query_limits(self) -> QueryLimits:
+        """The remote-read limits these settings name."""
+        return QueryLimits(
+            max_series=self.query_max_series,
+            max_samples=self.query_max_samples,
+            max_response_bytes=self.query_max_response_bytes,
+            max_range_ms=self.query_max_range_ms,
+            timeout_s=self.query_timeout_s,
+            concurrency=self.query_concurrency,
+            max_frame_bytes=self.query_max_frame_bytes,
+        )
 
     @property
     def bucket(self) -> str:

@@ -28,10 +28,15 @@ class GatewayServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(config: GatewayConfig) -> int:
-    """Serve until a stop signal; returns the exit code."""
+def serve(config: GatewayConfig, *, query_only: bool = False) -> int:
+    """Serve until a stop signal (`strata serve`, or `strata query` with query_only)."""
     host, port = listen_host_port(config.listen)
-    app = create_app(config, CollectorRegistry())
+    if query_only:
+        from querier.app import create_query_app
+
+        app = create_query_app(config, CollectorRegistry())
+    else:
+        app = create_app(config, CollectorRegistry())
     uv_config = uvicorn.Config(
         app,
         host=host,
@@ -41,7 +46,16 @@ def serve(config: GatewayConfig) -> int:
         timeout_graceful_shutdown=int(config.shutdown_timeout_s),
         lifespan="on",
     )
-    server = GatewayServer(uv_config, app.state.gateway)
-    log.info("strata serving listen=%s data_dir=%s", config.listen, config.data_dir)
+    if query_only:
+        server: uvicorn.Server = uvicorn.Server(uv_config)
+        log.info("strata querier serving listen=%s bucket=%s", config.listen, _bucket_name(config))
+    else:
+        server = GatewayServer(uv_config, app.state.gateway)
+        log.info("strata serving listen=%s data_dir=%s", config.listen, config.data_dir)
     server.run()
     return 0
+
+
+def _bucket_name(config: GatewayConfig) -> str:
+    """The bucket URL without its query, which may hold credentials."""
+    return config.bucket.partition("?")[0]

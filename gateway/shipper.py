@@ -15,13 +15,14 @@ import contextlib
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from blocks.bucket_index import add_blocks
-from blocks.errors import StrataError
+from blocks.errors import StrataError, Unavailable
 from blocks.meta import META_FILENAME
 from blocks.objstore.base import ObjectStore
 from blocks.partial_uploads import clean_partial_uploads
@@ -46,10 +47,12 @@ PARTIAL_CLEANUP_INTERVAL_S = 3600.0
 
 @dataclass(slots=True)
 class PendingTruncation:
-    """WAL segments before `generation` may go once these queued blocks are uploaded."""
+    """WAL segments before `generation` may go once these queued blocks are uploaded
+    and the samples the cut kept are durable in the new segment."""
 
     generation: int
     blocks: set[Path] = field(default_factory=set)
+    kept_durable: bool = False
 
 
 def queued_blocks(upload_dir: Path) -> list[tuple[str, Path]]:
@@ -98,6 +101,7 @@ class Shipper:
         ingester: Ingester,
         store: ObjectStore,
         metrics: GatewayMetrics,
+        on_uploaded: Callable[[str], None] = lambda tenant: None,
     ) -> None:
         self.config = config
         self.head = head
@@ -109,31 +113,81 @@ class Shipper:
         self._backoff_s = 0.0
         self._next_upload = 0.0
         self._uploaded_tenants: set[str] = set()
+        # Called with the tenant after a block is in the bucket index, before it leaves
+        # the queue: readers must find it in one place or the other at every moment.
+        self.on_uploaded = on_uploaded
+        # Samples a cut has taken out of the head and not yet queued, for readers.
+        self.in_flight: dict[str, HeadSnapshot] = {}
+        self.uploaded = 0
+        # Cuts never overlap cuts, uploads never overlap uploads; the two run side by side.
+        self._cut_lock = asyncio.Lock()
+        self._upload_lock = asyncio.Lock()
+        self._queued = asyncio.Event()
         self._next_partial_cleanup = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Cut and upload every cut_interval_s until `stop` is set."""
+        """Cut every cut_interval_s and upload what is queued, until `stop` is set.
+
+        Two loops: an upload that hangs on a dead bucket for a minute must not hold back
+        the cuts that keep the head within its memory budget.
+        """
+        uploads = asyncio.create_task(self._upload_loop(stop))
+        try:
+            while not stop.is_set():
+                try:
+                    await self.cut_due()
+                except Exception:
+                    log.exception("head cut round failed")
+                self._queued.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.config.cut_interval_s)
+        finally:
+            self._queued.set()
+            await uploads
+
+    async def _upload_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            self._queued.clear()
             try:
-                await self.step()
+                await self.upload_queued()
+                await self.clean_partial_uploads()
             except Exception:
-                log.exception("shipper step failed")
+                log.exception("upload round failed")
+            # Woken by a cut (or the stop); the timeout retries after a backoff.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.config.cut_interval_s)
+                await asyncio.wait_for(self._queued.wait(), self.config.cut_interval_s)
+
+    async def flush(self) -> int:
+        """Cut everything in the head and upload it now; the number of blocks uploaded.
+
+        Unavailable (503) if blocks are left in the queue (the bucket refused them).
+        """
+        before = self.uploaded
+        self._next_upload = 0.0  # an operator asking now does not wait out a backoff
+        await self.step(force=True)
+        left = self.queue_size()
+        if left:
+            raise Unavailable(f"flush incomplete: {left} blocks still wait for upload")
+        return self.uploaded - before
 
     async def step(self, *, force: bool = False) -> None:
-        """One round: cut what is due (everything with `force`), upload what is queued.
-
-        The queue goes first too: blocks left by an earlier process are older than
-        anything this round can cut.
-        """
+        """One round of both loops: upload what is queued, cut what is due (everything
+        with `force`), upload again. The queue goes first: blocks left by an earlier
+        process are older than anything this round can cut."""
         await self.upload_queued()
-        over_budget = self.head.nbytes > self.head.max_bytes * BUDGET_CUT_SHARE
-        boundaries = cut_boundaries(self.head, self.config.cut_grace_ms, force=force or over_budget)
-        if any(b != KEEP_ALL for b in boundaries.values()):
-            await self.cut(boundaries)
+        await self.cut_due(force=force)
         await self.upload_queued()
         await self.clean_partial_uploads()
+
+    async def cut_due(self, *, force: bool = False) -> None:
+        """Cut what is due, or everything if forced or the head is over half its budget."""
+        async with self._cut_lock:
+            over_budget = self.head.nbytes > self.head.max_bytes * BUDGET_CUT_SHARE
+            boundaries = cut_boundaries(
+                self.head, self.config.cut_grace_ms, force=force or over_budget
+            )
+            if any(b != KEEP_ALL for b in boundaries.values()):
+                await self.cut(boundaries)
 
     async def cut(self, boundaries: dict[str, int]) -> None:
         """Move samples before each tenant's boundary into queued blocks."""
@@ -141,6 +195,7 @@ class Shipper:
         # rotation closes will be deleted and they hold every tenant's samples.
         generation = self.wal.rotate()
         snapshots = {t: h.detach() for t, h in self.head.tenants.items()}
+        self.in_flight = snapshots
         labels = {t: list(h.labels) for t, h in self.head.tenants.items()}
         try:
             built = await asyncio.to_thread(self._build, snapshots, labels, boundaries)
@@ -149,9 +204,14 @@ class Shipper:
             log.exception("head cut failed; samples stay in the head")
             for tenant, snapshot in snapshots.items():
                 self.head.tenant(tenant).restore(*snapshot.sorted_samples())
+            self.in_flight = {}
             return
+        # From here on (no await until the loop ends) the samples are queued or restored.
+        self.in_flight = {}
         durable = []
         pending = PendingTruncation(generation)
+        # Listed before the first await: an upload may finish a block of this cut at once.
+        self.pending.append(pending)
         for tenant, (keep, block_dirs) in built.items():
             tenant_head = self.head.tenant(tenant)
             tenant_head.restore(*keep)
@@ -163,10 +223,13 @@ class Shipper:
             for future in durable:
                 await asyncio.wrap_future(future)
         except StrataError as exc:
-            # The kept samples are still in the old segments; keep those segments.
+            # The kept samples are still only in the old segments: this cut must not let
+            # them go. The next cut that succeeds re-logs everything kept, and frees them.
             log.warning("head cut checkpoint not durable error=%s", exc.reason)
+            self.pending.remove(pending)
             return
-        self.pending.append(pending)
+        pending.kept_durable = True
+        self._truncate_wal()
 
     def _build(
         self,
@@ -195,6 +258,10 @@ class Shipper:
 
     async def upload_queued(self) -> None:
         """Upload queued blocks oldest first; on failure wait (doubling) and retry later."""
+        async with self._upload_lock:
+            await self._upload_queued()
+
+    async def _upload_queued(self) -> None:
         if time.monotonic() < self._next_upload:
             return
         for tenant, block_dir in queued_blocks(self.config.upload_dir):
@@ -214,6 +281,8 @@ class Shipper:
                 )
                 return
             self._backoff_s = 0.0
+            self.uploaded += 1
+            self.on_uploaded(tenant)
             self._uploaded_tenants.add(tenant)
             self.metrics.blocks_uploaded.labels(tenant).inc()
             await asyncio.to_thread(drop_queued_block, block_dir)
@@ -242,7 +311,7 @@ class Shipper:
             self.metrics.partial_uploads_cleaned.labels(tenant).inc(len(cleaned))
 
     def _truncate_wal(self) -> None:
-        while self.pending and not self.pending[0].blocks:
+        while self.pending and self.pending[0].kept_durable and not self.pending[0].blocks:
             done = self.pending.pop(0)
             removed = self.wal.remove_before(done.generation)
             self.metrics.wal_segments_removed.inc(removed)

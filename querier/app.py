@@ -1,0 +1,58 @@
+"""`strata query`: a read-only remote-read server over the bucket.
+
+It holds no head and writes nothing, so any number of replicas can serve one bucket.
+Blocks a gateway has uploaded show up once the tenant's bucket index is fetched again
+(`--bucket-index-refresh-s`); data still in a gateway's head is that gateway's to serve.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from blocks.objstore.factory import open_store
+from gateway.config import GatewayConfig
+from gateway.http import add_status_routes, install_error_handlers
+from querier.engine import Engine
+from querier.metrics import QuerierMetrics
+from querier.read_api import READ_PATH, ReadHandler
+
+log = logging.getLogger(__name__)
+
+
+def create_query_app(config: GatewayConfig, registry: CollectorRegistry) -> FastAPI:
+    """The querier's ASGI app."""
+    store = open_store(config.bucket)
+    engine = Engine(
+        store,
+        config.query_limits,
+        index_cache_bytes=config.index_cache_bytes,
+        index_refresh_s=config.bucket_index_refresh_s,
+        index_max_age_ms=int(config.bucket_index_max_age_s * 1000),
+    )
+    reader = ReadHandler(
+        engine,
+        config.query_limits,
+        QuerierMetrics(registry),
+        default_tenant=config.default_tenant,
+        max_request_bytes=config.max_request_bytes,
+        max_decompressed_bytes=config.max_decompressed_bytes,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            store.close()
+
+    app = FastAPI(title="Strata querier", lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_error_handlers(app)
+
+    app.add_api_route(READ_PATH, reader.endpoint, methods=["POST"], include_in_schema=False)
+    add_status_routes(app, registry, lambda: True)
+    return app

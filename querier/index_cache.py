@@ -1,0 +1,116 @@
+"""What the querier keeps between requests: tenants' bucket indexes and blocks' indexes.
+
+A bucket index is one small GET, refreshed when older than `refresh_s` (and at once when
+the gateway in this process uploads a block). A block index is the one big read a query
+makes of a block; decoded indexes are kept in a least-recently-used cache bounded in
+bytes, so repeated queries fetch only chunk pages.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+from blocks.bucket_index import BucketIndex, load_bucket_index
+from blocks.index import BlockIndex, decode_index
+from blocks.meta import INDEX_FILENAME
+from blocks.objstore.base import ObjectStore
+
+# Python's str overhead, roughly, per symbol on top of its characters.
+_SYMBOL_OVERHEAD_BYTES = 56
+
+
+def index_nbytes(index: BlockIndex) -> int:
+    """Memory a decoded block index holds, near enough to budget a cache by."""
+    arrays = (
+        index.label_offsets,
+        index.label_pairs,
+        index.chunk_offsets,
+        index.chunks.page,
+        index.chunks.slot,
+        index.chunks.mint,
+        index.chunks.maxt,
+        index.chunks.samples,
+        index.pages.segment,
+        index.pages.offset,
+        index.pages.length,
+        index.posting_names,
+        index.posting_values,
+        index.posting_offsets,
+        index.posting_series,
+    )
+    symbols = sum(len(s) + _SYMBOL_OVERHEAD_BYTES for s in index.symbols)
+    return sum(a.nbytes for a in arrays) + symbols
+
+
+class BlockIndexCache:
+    """Decoded block indexes by (tenant, block id), least recently used first out."""
+
+    def __init__(self, store: ObjectStore, max_bytes: int) -> None:
+        self.store = store
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[tuple[str, str], tuple[BlockIndex, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, tenant: str, block_id: str) -> BlockIndex:
+        """The block's index, from memory or fetched and decoded."""
+        key = (tenant, block_id)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry[0]
+            self.misses += 1
+        # Fetched outside the lock: two queries may fetch one index at once, which costs
+        # a duplicate read but never blocks every query behind one slow GET.
+        index = decode_index(self.store.get(f"{tenant}/{block_id}/{INDEX_FILENAME}"))
+        size = index_nbytes(index)
+        with self._lock:
+            if key not in self._entries and size <= self.max_bytes:
+                self._entries[key] = (index, size)
+                self.nbytes += size
+                while self.nbytes > self.max_bytes:
+                    _, (_, evicted) = self._entries.popitem(last=False)
+                    self.nbytes -= evicted
+        return index
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class BucketIndexCache:
+    """Each tenant's bucket index, reloaded when older than `refresh_s` or invalidated."""
+
+    def __init__(self, store: ObjectStore, *, refresh_s: float, max_age_ms: int) -> None:
+        self.store = store
+        self.refresh_s = refresh_s
+        self.max_age_ms = max_age_ms
+        self._entries: dict[str, tuple[BucketIndex, float]] = {}
+        # Bumped by every invalidation, so a load that began before one is not kept.
+        self._generation: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def get(self, tenant: str) -> BucketIndex:
+        """The tenant's blocks as of at most `refresh_s` ago, or since the last invalidation."""
+        with self._lock:
+            entry = self._entries.get(tenant)
+            generation = self._generation.get(tenant, 0)
+        if entry is not None and time.monotonic() - entry[1] < self.refresh_s:
+            return entry[0]
+        loaded_at = time.monotonic()
+        index = load_bucket_index(self.store, tenant, max_age_ms=self.max_age_ms)
+        with self._lock:
+            if self._generation.get(tenant, 0) == generation:
+                self._entries[tenant] = (index, loaded_at)
+        return index
+
+    def invalidate(self, tenant: str) -> None:
+        """Forget a tenant's index: the next query loads it again."""
+        with self._lock:
+            self._entries.pop(tenant, None)
+            self._generation[tenant] = self._generation.get(tenant, 0) + 1

@@ -1,0 +1,43 @@
+"""The querier's own metrics: what remote read is doing, and what it refused."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class QuerierMetrics:
+    """Counters, gauges and histograms of remote read, registered in one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "strata_read_requests_total",
+            "Remote-read requests answered, by HTTP status.",
+            ["status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "strata_read_duration_seconds",
+            "Time to answer a remote-read request, by response type.",
+            ["type"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "strata_read_in_flight", "Remote-read requests running now.", registry=registry
+        )
+        self.refused = Counter(
+            "strata_read_refused_total",
+            "Remote-read requests refused by a limit, by limit.",
+            ["limit"],
+            registry=registry,
+        )
+        self.series = Counter(
+            "strata_read_series_total", "Series selected by remote-read queries.", registry=registry
+        )
+        self.samples = Counter(
+            "strata_read_samples_total", "Samples returned by remote read.", registry=registry
+        )
+
+    def observe(self, kind: str, seconds: float) -> None:
+        """Record a completed request's duration."""
+        self.duration.labels(kind).observe(seconds)

@@ -1,0 +1,282 @@
+"""POST /api/v1/read: Prometheus's remote read, SAMPLES and STREAMED_XOR_CHUNKS.
+
+Every query of a request is planned (selected and checked against the limits) before a
+byte is answered, so a refused query gets a clear status instead of a broken stream.
+The SAMPLES answer is built whole (bounded by query_max_response_bytes) and snappy
+compressed; the streamed answer is written a batch of series at a time. Wire formats:
+docs/remote-read.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+
+import numpy as np
+import snappy
+from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
+from google.protobuf.message import DecodeError
+from starlette.background import BackgroundTask
+
+from blocks.errors import (
+    InvalidRequest,
+    QueryLimitExceeded,
+    StrataError,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from gateway.decode import decompress_snappy
+from gateway.http import read_body
+from gateway.tenants import tenant_from_headers
+from proto import remote_pb2, types_pb2
+from querier.engine import Engine, LocalView, QueryPlan
+from querier.limits import Deadline, QueryLimits, check_range
+from querier.matchers import matchers_from_proto
+from querier.metrics import QuerierMetrics
+from querier.samples_response import (
+    encode_query_result,
+    encode_read_response,
+    encode_time_series,
+)
+from querier.selection import LabelSet
+from querier.stream_frames import encode_frame
+from querier.xor_chunk import encode_xor_chunks
+
+log = logging.getLogger(__name__)
+
+READ_PATH = "/api/v1/read"
+SAMPLES_CONTENT_TYPE = "application/x-protobuf"
+STREAMED_CONTENT_TYPE = "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse"
+SAMPLES = remote_pb2.ReadRequest.SAMPLES
+STREAMED = remote_pb2.ReadRequest.STREAMED_XOR_CHUNKS
+
+
+def check_read_headers(headers: Mapping[str, str]) -> None:
+    """Remote read bodies are snappy-compressed protobuf; refuse anything else (415)."""
+    encoding = headers.get("content-encoding", "snappy").strip().lower()
+    if encoding != "snappy":
+        raise UnsupportedMediaType(
+            f"unsupported Content-Encoding {encoding!r}: remote read needs snappy"
+        )
+    media = headers.get("content-type", SAMPLES_CONTENT_TYPE).partition(";")[0].strip().lower()
+    if media != SAMPLES_CONTENT_TYPE:
+        raise UnsupportedMediaType(f"unsupported Content-Type {media!r} for remote read")
+
+
+def parse_read_request(body: bytes, max_decompressed_bytes: int) -> remote_pb2.ReadRequest:
+    """The ReadRequest of a body; 400 for bad snappy or protobuf, 413 for a bomb."""
+    data = decompress_snappy(body, max_decompressed_bytes)
+    request = remote_pb2.ReadRequest()
+    try:
+        request.ParseFromString(data)
+    except DecodeError as exc:
+        raise InvalidRequest(f"body is not a remote-read ReadRequest: {exc}") from None
+    return request
+
+
+def response_type(request: remote_pb2.ReadRequest) -> int:
+    """The first accepted type Strata speaks (both), SAMPLES when none is named."""
+    for accepted in request.accepted_response_types:
+        if accepted in (SAMPLES, STREAMED):
+            return int(accepted)
+    if request.accepted_response_types:
+        raise InvalidRequest(
+            f"no supported response type in {list(request.accepted_response_types)}"
+        )
+    return int(SAMPLES)
+
+
+class ReadHandler:
+    """Answers remote-read requests for one process (`strata serve` or `strata query`)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        limits: QueryLimits,
+        metrics: QuerierMetrics,
+        *,
+        default_tenant: str,
+        max_request_bytes: int,
+        max_decompressed_bytes: int,
+        local_view: Callable[[str], LocalView | None] | None = None,
+        check_ready: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.engine = engine
+        self.limits = limits
+        self.metrics = metrics
+        self.default_tenant = default_tenant
+        self.max_request_bytes = max_request_bytes
+        self.max_decompressed_bytes = max_decompressed_bytes
+        self.local_view = local_view
+        self.check_ready = check_ready
+        self._slots = asyncio.Semaphore(limits.concurrency)
+
+    async def endpoint(self, request: Request) -> Response:
+        """The route: tenant, bounded body, answer; every outcome counted by status."""
+        try:
+            self.check_ready()
+            tenant = tenant_from_headers(request.headers, self.default_tenant)
+            body = await read_body(request, self.max_request_bytes)
+            response = await self.handle(tenant, request, body)
+        except StrataError as exc:
+            self.metrics.requests.labels(str(exc.http_status)).inc()
+            if isinstance(exc, QueryLimitExceeded):
+                self.metrics.refused.labels(exc.limit).inc()
+            raise
+        self.metrics.requests.labels("200").inc()
+        return response
+
+    async def handle(self, tenant: str, request: Request, body: bytes) -> Response:
+        """Answer one request; StrataError for the app's error handler otherwise."""
+        started = time.monotonic()
+        deadline = Deadline(self.limits.timeout_s)
+        check_read_headers(request.headers)
+        read = parse_read_request(body, self.max_decompressed_bytes)
+        kind = response_type(read)
+        queries = [(i, q, matchers_from_proto(i, q.matchers)) for i, q in enumerate(read.queries)]
+        for i, query, _ in queries:
+            check_range(self.limits, i, query.start_timestamp_ms, query.end_timestamp_ms)
+        slot = await self._acquire(deadline)
+        try:
+            # Captured here, on the event loop where the head changes: a consistent view.
+            local = self.local_view(tenant) if self.local_view is not None else None
+            plans = await asyncio.to_thread(
+                lambda: [
+                    self.engine.plan(
+                        tenant, i, m, q.start_timestamp_ms, q.end_timestamp_ms, local, deadline
+                    )
+                    for i, q, m in queries
+                ]
+            )
+            self.metrics.series.inc(sum(len(p.series) for p in plans))
+            if kind == SAMPLES:
+                payload = await asyncio.to_thread(self._samples_response, plans, deadline)
+                slot.release()
+                self.metrics.observe("samples", time.monotonic() - started)
+                return Response(
+                    payload,
+                    media_type=SAMPLES_CONTENT_TYPE,
+                    headers={"Content-Encoding": "snappy"},
+                )
+        except BaseException:
+            slot.release()
+            raise
+        # The stream releases the slot when it ends; the background task when the client
+        # went away before the stream even started.
+        return StreamingResponse(
+            self._stream(plans, deadline, started, slot),
+            media_type=STREAMED_CONTENT_TYPE,
+            background=BackgroundTask(slot.release),
+        )
+
+    async def _acquire(self, deadline: Deadline) -> _Slot:
+        """A slot among query_concurrency, waiting at most until the deadline."""
+        try:
+            await asyncio.wait_for(self._slots.acquire(), max(0.0, deadline.at - time.monotonic()))
+        except TimeoutError:
+            self.metrics.refused.labels("query_concurrency").inc()
+            raise Unavailable(
+                f"too many remote-read requests: {self.limits.concurrency} running "
+                "(query_concurrency) and no slot freed in time"
+            ) from None
+        self.metrics.in_flight.inc()
+        return _Slot(self)
+
+    def _release(self) -> None:
+        self.metrics.in_flight.dec()
+        self._slots.release()
+
+    def _samples_response(self, plans: list[QueryPlan], deadline: Deadline) -> bytes:
+        results = []
+        size = 0
+        for plan in plans:
+            encoded = []
+            for batch in self.engine.batches(plan, deadline):
+                for labels, (ts, values) in batch:
+                    series = encode_time_series(labels, ts, values)
+                    size += len(series)
+                    if size > self.limits.max_response_bytes:
+                        raise QueryLimitExceeded(
+                            f"query {plan.index}: the answer passes "
+                            f"{self.limits.max_response_bytes} bytes; ask for "
+                            "STREAMED_XOR_CHUNKS or a narrower query",
+                            limit="query_max_response_bytes",
+                        )
+                    self.metrics.samples.inc(len(ts))
+                    encoded.append(series)
+            results.append(encode_query_result(encoded))
+        return bytes(snappy.compress(encode_read_response(results)))
+
+    async def _stream(
+        self, plans: list[QueryPlan], deadline: Deadline, started: float, slot: _Slot
+    ) -> AsyncIterator[bytes]:
+        try:
+            for plan in plans:
+                frames = self._frames(plan, deadline)
+                while True:
+                    chunk = await asyncio.to_thread(_next_or_none, frames)
+                    if chunk is None:
+                        break
+                    yield chunk
+            self.metrics.observe("streamed", time.monotonic() - started)
+        finally:
+            slot.release()
+
+    def _frames(self, plan: QueryPlan, deadline: Deadline) -> Iterator[bytes]:
+        """Frames of one query, a batch of series at a time (bytes of several frames)."""
+        for batch in self.engine.batches(plan, deadline):
+            out = []
+            for labels, (ts, values) in batch:
+                self.metrics.samples.inc(len(ts))
+                out.extend(self._series_frames(plan.index, labels, ts, values))
+            yield b"".join(out)
+
+    def _series_frames(
+        self, query_index: int, labels: LabelSet, ts: np.ndarray, values: np.ndarray
+    ) -> list[bytes]:
+        """One series as frames of at most max_frame_bytes of chunks each; a long series
+        spans several frames, each with its labels, as Prometheus's own server does."""
+        label_msgs = [types_pb2.Label(name=n, value=v) for n, v in labels]
+        frames = []
+        chunks: list[types_pb2.Chunk] = []
+        size = 0
+        for mint, maxt, data in encode_xor_chunks(ts, values):
+            if chunks and size + len(data) > self.limits.max_frame_bytes:
+                frames.append(_frame(query_index, label_msgs, chunks))
+                chunks, size = [], 0
+            chunks.append(
+                types_pb2.Chunk(
+                    min_time_ms=mint, max_time_ms=maxt, type=types_pb2.Chunk.XOR, data=data
+                )
+            )
+            size += len(data)
+        if chunks:
+            frames.append(_frame(query_index, label_msgs, chunks))
+        return frames
+
+
+class _Slot:
+    """One taken concurrency slot, given back exactly once whoever releases it."""
+
+    def __init__(self, handler: ReadHandler) -> None:
+        self._handler: ReadHandler | None = handler
+
+    def release(self) -> None:
+        if self._handler is not None:
+            self._handler._release()
+            self._handler = None
+
+
+def _frame(query_index: int, labels: list[types_pb2.Label], chunks: list[types_pb2.Chunk]) -> bytes:
+    message = remote_pb2.ChunkedReadResponse(
+        chunked_series=[types_pb2.ChunkedSeries(labels=labels, chunks=chunks)],
+        query_index=query_index,
+    )
+    return encode_frame(message.SerializeToString())
+
+
+def _next_or_none(frames: Iterator[bytes]) -> bytes | None:
+    return next(frames, None)

@@ -1,0 +1,35 @@
+"""What one place (a block, the head) holds for a query, before any sample is read.
+
+Selecting first and reading later lets a query count its series and samples against
+its limits from indexes alone, and read in batches of series so memory stays flat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+LabelSet = tuple[tuple[str, str], ...]
+Part = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The series of one place matching a query.
+
+    `read(positions)` returns the samples (time-sorted, within the query's range) of the
+    series at those positions of `labels`, in the same order. `samples` is an upper
+    bound known before reading. `rank` orders places for conflicts: higher is newer.
+    """
+
+    labels: list[LabelSet]
+    samples: int
+    rank: tuple[int, str]
+    read: Callable[[Sequence[int]], list[Part]]
+
+
+def empty_selection(rank: tuple[int, str]) -> Selection:
+    """A place with nothing for the query."""
+    return Selection([], 0, rank, lambda positions: [])
