@@ -175,7 +175,11 @@ class ReadHandler:
     async def _acquire(self, deadline: Deadline) -> _Slot:
         """A slot among query_concurrency, waiting at most until the deadline."""
         try:
-            await asyncio.wait_for(self._slots.acquire(), max(0.0, deadline.at - time.monotonic()))
+            if self._slots.locked():
+                wait_s = max(0.0, deadline.at - time.monotonic())
+                await asyncio.wait_for(self._slots.acquire(), wait_s)
+            else:
+                await self._slots.acquire()  # free: no wait, whatever the deadline
         except TimeoutError:
             self.metrics.refused.labels("query_concurrency").inc()
             raise Unavailable(

@@ -298,3 +298,37 @@ def test_bucket_only_querier_reads_what_a_gateway_flushed(tmp_path: Path) -> Non
         return await read_samples(client, [everything])
 
     assert run(querier, read) == [expected]
+
+
+def test_a_query_past_its_time_budget_is_a_503(tmp_path: Path) -> None:
+    app = gateway_app(tmp_path, query_timeout_s=1e-9)
+
+    async def scenario(client: httpx.AsyncClient) -> httpx.Response:
+        await write(client, workload())
+        query = read_request([(START_MS, START_MS + 10 * HOUR_MS, [matcher("job", "node")])])
+        return await client.post("/api/v1/read", content=query, headers=READ_HEADERS)
+
+    answer = run(app, scenario)
+    assert answer.status_code == 503
+    assert "timed out" in answer.text
+    assert "Retry-After" in answer.headers
+
+
+def test_reads_beyond_the_concurrency_limit_wait_then_get_a_503(tmp_path: Path) -> None:
+    app = gateway_app(tmp_path, query_concurrency=1, query_timeout_s=0.2)
+    query = read_request([(START_MS, START_MS + HOUR_MS, [matcher("job", "node")])])
+
+    async def scenario(client: httpx.AsyncClient) -> tuple[httpx.Response, httpx.Response]:
+        await write(client, workload())
+        slots = gateway_of(app).reader._slots
+        await slots.acquire()  # a long read holds the only slot
+        try:
+            waited = await client.post("/api/v1/read", content=query, headers=READ_HEADERS)
+        finally:
+            slots.release()
+        return waited, await client.post("/api/v1/read", content=query, headers=READ_HEADERS)
+
+    refused, served = run(app, scenario)
+    assert refused.status_code == 503
+    assert "query_concurrency" in refused.text
+    assert served.status_code == 200
