@@ -244,6 +244,19 @@ def test_streamed_answer_equals_the_samples_answer(tmp_path: Path) -> None:
             400,
             "(unclosed",
         ),
+        (
+            read_request([(0, 10, [matcher("job", "a|" * 10_000 + "b", RE)])]),
+            READ_HEADERS,
+            422,
+            "query_max_regex_bytes",
+        ),
+        (
+            read_request([(0, 10, [matcher("job", ".*", RE)])]),
+            READ_HEADERS,
+            400,
+            "would select every series",
+        ),
+        (read_request([(0, 10, [])]), READ_HEADERS, 400, "would select every series"),
     ],
 )
 def test_bad_requests_get_a_clear_error(
@@ -257,6 +270,37 @@ def test_bad_requests_get_a_clear_error(
     answer = run(app, scenario)
     assert answer.status_code == status, answer.text
     assert reason in answer.text
+
+
+def test_a_backtracking_bomb_is_just_a_regex(tmp_path: Path) -> None:
+    # (a*)*b against a long run of a's takes exponential time in a backtracking engine.
+    labels = (("__name__", "x"), ("job", "a" * 2000))
+    app = gateway_app(tmp_path)
+
+    async def scenario(client: httpx.AsyncClient) -> list[dict[LabelSet, list[tuple[int, int]]]]:
+        await write(client, {labels: [(START_MS, 7)]})
+        return await read_samples(
+            client, [(START_MS, START_MS + 1, [matcher("job", "(a*)*b|(a+)+", RE)])]
+        )
+
+    assert run(app, scenario) == [{labels: [(START_MS, 7)]}]
+
+
+def test_every_series_for_a_year_is_refused_at_once(tmp_path: Path) -> None:
+    app = gateway_app(tmp_path, query_max_series=2)
+    year_ms = 365 * 24 * HOUR_MS
+
+    async def scenario(client: httpx.AsyncClient) -> httpx.Response:
+        await write(client, workload())
+        await gateway_of(app).shipper.flush()
+        query = read_request(
+            [(START_MS - year_ms, START_MS + HOUR_MS, [matcher("__name__", ".+", RE)])]
+        )
+        return await client.post("/api/v1/read", content=query, headers=READ_HEADERS)
+
+    answer = run(app, scenario)
+    assert answer.status_code == 422
+    assert "query_max_series" in answer.text
 
 
 def test_limits_refuse_before_reading(tmp_path: Path) -> None:
@@ -273,6 +317,7 @@ def test_limits_refuse_before_reading(tmp_path: Path) -> None:
         )
 
     series_answer, samples_answer = run(app, scenario)
+    assert "selects" in series_answer.text
     assert series_answer.status_code == 422
     assert "selects 3 series" in series_answer.text
     assert "query_max_series" in series_answer.text
