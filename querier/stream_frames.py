@@ -62,43 +62,49 @@ class FrameReader:
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self.max_frame_bytes = max_frame_bytes
         self._buffer = bytearray()
+        self._start = 0  # buffer index of the next frame
         self._offset = 0  # stream offset of the buffer's first byte
         self._frames = 0  # whole frames read so far
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Take the next bytes of the stream; the messages of the frames they complete."""
+    def feed(self, data: bytes | bytearray) -> None:
+        """Take the next bytes of the stream."""
+        del self._buffer[: self._start]
+        self._offset += self._start
+        self._start = 0
         self._buffer += data
-        messages = []
-        start = 0
-        while (header := self._header(start)) is not None:
-            length, header_bytes = header
-            body = start + header_bytes
-            end = body + length
-            if end > len(self._buffer):
-                break
-            message = bytes(self._buffer[body:end])
-            expected = int.from_bytes(self._buffer[body - _CRC_BYTES : body], "big")
-            actual: int = google_crc32c.value(message)
-            if actual != expected:
-                raise CorruptFrame(
-                    f"frame {self._frames} at byte {self._offset + start}: checksum mismatch "
-                    f"(frame says {expected:#010x}, message has {actual:#010x})"
-                )
-            messages.append(message)
-            self._frames += 1
-            start = end
-        del self._buffer[:start]
-        self._offset += start
-        return messages
+
+    def next_message(self) -> bytes | None:
+        """The message of the next whole frame, or None until more bytes are fed."""
+        start = self._start
+        header = self._header(start)
+        if header is None:
+            return None
+        length, header_bytes = header
+        body = start + header_bytes
+        end = body + length
+        if end > len(self._buffer):
+            return None
+        message = bytes(self._buffer[body:end])
+        expected = int.from_bytes(self._buffer[body - _CRC_BYTES : body], "big")
+        actual: int = google_crc32c.value(message)
+        if actual != expected:
+            raise CorruptFrame(
+                f"frame {self._frames} at byte {self._offset + start}: checksum mismatch "
+                f"(frame says {expected:#010x}, message has {actual:#010x})"
+            )
+        self._frames += 1
+        self._start = end
+        return message
 
     def close(self) -> None:
         """The stream has ended: CorruptFrame if it stopped inside a frame."""
-        if self._buffer:
-            header = self._header(0)
+        left = len(self._buffer) - self._start
+        if left:
+            header = self._header(self._start)
             wanted = "its header" if header is None else f"{sum(header)} bytes"
             raise CorruptFrame(
-                f"stream ends inside frame {self._frames} at byte {self._offset}: "
-                f"{len(self._buffer)} bytes of {wanted}"
+                f"stream ends inside frame {self._frames} at byte {self._offset + self._start}: "
+                f"{left} bytes of {wanted}"
             )
 
     def _header(self, start: int) -> tuple[int, int] | None:
@@ -129,18 +135,22 @@ class FrameReader:
 
 
 def iter_frames(
-    stream: bytes | Iterable[bytes], max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    stream: bytes | bytearray | Iterable[bytes], max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
 ) -> Iterator[bytes]:
-    """The message of every frame of a whole body or of its pieces (e.g. httpx iter_bytes)."""
-    pieces: Iterable[bytes] = (stream,) if isinstance(stream, bytes | bytearray) else stream
+    """The message of every frame of a whole body or of its pieces (e.g. httpx iter_bytes),
+    each as soon as it is whole; a bad frame raises once the frames before it are out."""
+    pieces: Iterable[bytes | bytearray]
+    pieces = (stream,) if isinstance(stream, bytes | bytearray) else stream
     reader = FrameReader(max_frame_bytes)
     for piece in pieces:
-        yield from reader.feed(piece)
+        reader.feed(piece)
+        while (message := reader.next_message()) is not None:
+            yield message
     reader.close()
 
 
 def iter_responses(
-    stream: bytes | Iterable[bytes], max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    stream: bytes | bytearray | Iterable[bytes], max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
 ) -> Iterator[remote_pb2.ChunkedReadResponse]:
     """Every frame of the stream parsed as a ChunkedReadResponse."""
     for message in iter_frames(stream, max_frame_bytes):
