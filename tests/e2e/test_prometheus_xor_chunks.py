@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -35,6 +36,7 @@ from tests.e2e.samples import STALE_NAN_BITS, LabelSet, float_bits
 from tests.e2e.servers import (
     PROMETHEUS_READY_TIMEOUT_S,
     PrometheusServer,
+    StrataServer,
     prometheus_binary,
     prometheus_config,
     wait_until_ready,
@@ -54,6 +56,7 @@ END_MS = 25 * MINUTE_MS
 TRIM_START_MS = -7 * MINUTE_MS - 123
 TRIM_END_MS = 9 * MINUTE_MS + 77
 REQUEST_TIMEOUT_S = 30.0
+RANGES = [(START_MS - 1, END_MS + 1), (TRIM_START_MS, TRIM_END_MS)]
 
 AWKWARD_BITS = (
     0x7FF8000000000001,  # Go's math.NaN()
@@ -183,8 +186,8 @@ def labels_of(case: str) -> LabelSet:
     return (("__name__", METRIC), ("case", case))
 
 
-def push(prometheus: PrometheusServer, series: dict[str, Samples]) -> None:
-    """All the series in one remote-write 1.0 request; Prometheus must answer 204."""
+def push(client: httpx.Client, series: dict[str, Samples]) -> None:
+    """All the series in one remote-write 1.0 request; the server must answer 204."""
     write = remote_pb2.WriteRequest()
     for case, (ts, bits) in series.items():
         timeseries = write.timeseries.add()
@@ -192,7 +195,7 @@ def push(prometheus: PrometheusServer, series: dict[str, Samples]) -> None:
             timeseries.labels.add(name=name, value=value)
         for t, v in zip(ts.tolist(), bits.view(np.float64).tolist(), strict=True):
             timeseries.samples.add(timestamp=t, value=v)
-    answer = prometheus.client.post(
+    answer = client.post(
         "/api/v1/write",
         content=snappy.compress(write.SerializeToString()),
         headers={
@@ -205,7 +208,7 @@ def push(prometheus: PrometheusServer, series: dict[str, Samples]) -> None:
 
 
 def read_streamed(
-    prometheus: PrometheusServer, ranges: list[tuple[int, int]]
+    client: httpx.Client, ranges: list[tuple[int, int]]
 ) -> list[remote_pb2.ChunkedReadResponse]:
     """Every frame of a STREAMED_XOR_CHUNKS answer to one query per range."""
     request = remote_pb2.ReadRequest(
@@ -223,7 +226,7 @@ def read_streamed(
         ],
         accepted_response_types=[remote_pb2.ReadRequest.STREAMED_XOR_CHUNKS],
     )
-    with prometheus.client.stream(
+    with client.stream(
         "POST",
         "/api/v1/read",
         content=snappy.compress(request.SerializeToString()),
@@ -307,8 +310,8 @@ def test_prometheus_xor_chunks_decode_and_reencode_byte_identical(
     receiver: ReceivingPrometheus,
 ) -> None:
     series = awkward_series()
-    push(receiver, series)
-    frames = read_streamed(receiver, [(START_MS - 1, END_MS + 1), (TRIM_START_MS, TRIM_END_MS)])
+    push(receiver.client, series)
+    frames = read_streamed(receiver.client, RANGES)
 
     whole = chunks_by_series(frames, 0)
     assert sorted(whole) == sorted(series)
@@ -339,3 +342,54 @@ def test_prometheus_xor_chunks_decode_and_reencode_byte_identical(
         ts, bits = series[case]
         ours = [data for _, _, data in encode_xor_chunks(ts, bits.view(np.float64))]
         assert ours == [chunk.data for chunk in whole[case]], case
+
+
+@pytest.fixture
+def strata(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StrataServer]:
+    """A started Strata with frames as small as the Prometheus's."""
+    server = StrataServer(
+        tmp_path / "strata",
+        tmp_path / "strata.log",
+        extra_args=("--query-max-frame-bytes", str(FRAME_BYTES)),
+    )
+    attach_log(request.node, "strata", server.log_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.e2e
+def test_strata_streams_what_prometheus_streams_for_the_same_data(
+    receiver: ReceivingPrometheus, strata: StrataServer
+) -> None:
+    series = awkward_series()
+    push(receiver.client, series)
+    with httpx.Client(base_url=strata.url, timeout=REQUEST_TIMEOUT_S) as client:
+        push(client, series)
+        # Everything goes to blocks (two windows: [-2 h, 0) and [0, 2 h)): read from there.
+        flushed = client.post("/api/v1/admin/flush")
+        assert flushed.status_code == 200, flushed.text
+        ours = read_streamed(client, RANGES)
+    theirs = read_streamed(receiver.client, RANGES)
+    identical = 0
+    for query_index in range(len(RANGES)):
+        our_chunks = chunks_by_series(ours, query_index)
+        their_chunks = chunks_by_series(theirs, query_index)
+        assert sorted(our_chunks) == sorted(their_chunks)
+        for case, chunks in their_chunks.items():
+            their_samples = [decode_xor_chunk(c.data) for c in chunks]
+            our_samples = [decode_xor_chunk(c.data) for c in our_chunks[case]]
+            for part in (0, 1):
+                got = np.concatenate([s[part] for s in our_samples])
+                want = np.concatenate([s[part] for s in their_samples])
+                assert got.view(np.uint64).tolist() == want.view(np.uint64).tolist(), case
+            # Where both cut the same samples into a chunk, the bytes are the same.
+            theirs_by_bounds = {(c.min_time_ms, c.max_time_ms): c.data for c in chunks}
+            for chunk in our_chunks[case]:
+                same = theirs_by_bounds.get((chunk.min_time_ms, chunk.max_time_ms))
+                assert same is None or same == chunk.data, case
+                identical += same is not None
+    assert identical >= 40, "the byte comparison happened"
+    assert len(ours) > len(series), "series spanned several frames"
