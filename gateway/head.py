@@ -72,7 +72,7 @@ class TenantHead:
         self.last_bits = GrowableArray(np.uint64)
         # Generation of the WAL segment that last logged each series' labels (gateway/wal.py).
         self.logged_generation = GrowableArray(np.int64, -1)
-        self.recent = SampleColumns()
+        self.recent = SampleColumns(soft_cap=freeze_samples)
         self.frozen: list[FrozenBatch] = []
         self.frozen_bytes = 0
         self.frozen_samples = 0
@@ -169,7 +169,7 @@ class TenantHead:
         self.frozen = []
         self.frozen_bytes = 0
         self.frozen_samples = 0
-        self.recent = SampleColumns()
+        self.recent = SampleColumns(soft_cap=self.freeze_samples)
         return snapshot
 
     def restore(self, refs: np.ndarray, timestamps: np.ndarray, values: np.ndarray) -> None:

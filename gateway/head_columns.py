@@ -12,17 +12,25 @@ import numpy as np
 class GrowableArray:
     """A 1-d numpy array with a fill level that grows by doubling."""
 
-    __slots__ = ("_data", "_fill", "size")
+    __slots__ = ("_data", "_fill", "_soft_cap", "size")
 
-    def __init__(self, dtype: type[np.generic], fill: int | float = 0, capacity: int = 64) -> None:
+    def __init__(
+        self,
+        dtype: type[np.generic],
+        fill: int | float = 0,
+        capacity: int = 64,
+        soft_cap: int = 1 << 62,
+    ) -> None:
         self._fill = fill
         self._data = np.full(capacity, fill, dtype=dtype)
+        # Doubling stops here: past it, room grows only by what is asked for.
+        self._soft_cap = soft_cap
         self.size = 0
 
     def reserve(self, size: int) -> None:
         """Make room for `size` elements in all; new room holds the fill value."""
         if size > len(self._data):
-            capacity = max(size, 2 * len(self._data))
+            capacity = max(size, min(2 * len(self._data), self._soft_cap))
             grown = np.full(capacity, self._fill, dtype=self._data.dtype)
             grown[: self.size] = self._data[: self.size]
             self._data = grown
@@ -55,14 +63,18 @@ class GrowableArray:
 
 
 class SampleColumns:
-    """Unsorted (ref, timestamp, value) samples."""
+    """Unsorted (ref, timestamp, value) samples.
+
+    `soft_cap`: the size at which the owner empties the columns (the head's freeze
+    point); doubling past it would reserve up to twice that, never to be used.
+    """
 
     __slots__ = ("refs", "timestamps", "values")
 
-    def __init__(self) -> None:
-        self.refs = GrowableArray(np.uint32)
-        self.timestamps = GrowableArray(np.int64)
-        self.values = GrowableArray(np.float64)
+    def __init__(self, soft_cap: int = 1 << 62) -> None:
+        self.refs = GrowableArray(np.uint32, soft_cap=soft_cap)
+        self.timestamps = GrowableArray(np.int64, soft_cap=soft_cap)
+        self.values = GrowableArray(np.float64, soft_cap=soft_cap)
 
     def __len__(self) -> int:
         return self.refs.size

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from blocks.errors import Unavailable
 from gateway.head import Head, TenantHead
 from gateway.head_append import AppendPlan
+from gateway.head_columns import SampleColumns
 from tests.gateway.writes import SPECIAL_BITS, STALE_NAN, canonical
 
 QNAN = 0x7FF8000000000000
@@ -251,3 +252,18 @@ def test_head_agrees_with_a_first_value_wins_model(
         want.setdefault(ref, []).append((ts, bits))
     assert stored(head) == want
     assert head.sample_count == len(model)
+
+
+def test_uncompressed_buffer_never_reserves_far_past_the_freeze_point() -> None:
+    # Just past a power of two: plain doubling would reserve room for 2048 samples at
+    # the append that reaches the freeze point (1025), only to be emptied at once.
+    freeze, batch = 1025, 10
+    columns = SampleColumns(soft_cap=freeze)
+    ones = np.ones(batch)
+    peak = 0
+    for step in range(freeze // batch + 1):
+        columns.extend(np.zeros(batch, dtype=np.uint32), np.arange(batch) + step * batch, ones)
+        peak = max(peak, columns.nbytes)
+    bytes_per_sample = 4 + 8 + 8  # ref, timestamp, value
+    assert len(columns) >= freeze
+    assert peak <= (freeze + batch) * bytes_per_sample
