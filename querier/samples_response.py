@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from proto import types_pb2
+from querier.varint import uvarint
 
 Labels = Sequence[tuple[str, str]]
 
@@ -26,16 +27,6 @@ _TAG_TIMESTAMP = 0x10  # Sample.timestamp: field 2, varint
 # Sample bytes before the timestamp's varint: tag, length, value tag, 8 value bytes, tag.
 _FIXED = 12
 _MAX_VARINT = 10
-
-
-def varint(n: int) -> bytes:
-    """Protobuf varint of a non-negative int."""
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def encode_samples(timestamps: np.ndarray, values: np.ndarray) -> bytes:
@@ -86,9 +77,9 @@ def encode_time_series(labels: Labels, timestamps: np.ndarray, values: np.ndarra
 
 def encode_query_result(series: Iterable[bytes]) -> bytes:
     """A QueryResult from encoded TimeSeries messages."""
-    return b"".join(_TAG_RESULTS.to_bytes(1) + varint(len(s)) + s for s in series)
+    return b"".join(_TAG_RESULTS.to_bytes(1) + uvarint(len(s)) + s for s in series)
 
 
 def encode_read_response(results: Iterable[bytes]) -> bytes:
     """A ReadResponse from encoded QueryResult messages, one per query, in query order."""
-    return b"".join(_TAG_RESULTS.to_bytes(1) + varint(len(r)) + r for r in results)
+    return b"".join(_TAG_RESULTS.to_bytes(1) + uvarint(len(r)) + r for r in results)

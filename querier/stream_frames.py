@@ -13,6 +13,7 @@ import google_crc32c
 
 from blocks.errors import StrataError
 from proto import remote_pb2
+from querier.varint import uvarint
 
 CONTENT_TYPE = "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse"
 """What a STREAMED_XOR_CHUNKS answer is sent as."""
@@ -34,22 +35,12 @@ class FrameTooLarge(CorruptFrame):
 def encode_frame(message: bytes) -> bytes:
     """One frame: the message's length as a uvarint, its CRC32C big-endian, the message."""
     crc: int = google_crc32c.value(message)
-    return b"".join((_uvarint(len(message)), crc.to_bytes(_CRC_BYTES, "big"), message))
+    return b"".join((uvarint(len(message)), crc.to_bytes(_CRC_BYTES, "big"), message))
 
 
 def encode_response(response: remote_pb2.ChunkedReadResponse) -> bytes:
     """One ChunkedReadResponse, serialized and framed."""
     return encode_frame(response.SerializeToString())
-
-
-def _uvarint(n: int) -> bytes:
-    """Unsigned LEB128 varint: 7 bits a byte, low first, high bit set on all but the last."""
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 class FrameReader:

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blocks.errors import StrataError
+from querier.varint import uvarint
 
 SAMPLES_PER_CHUNK = 120
 """Default chunk length. Gorilla's compression gains little past ~120 samples, Prometheus's
@@ -133,22 +134,12 @@ def _chunk_prefix(ts: Int64Array, bits: UInt64Array, start: int, count: int) -> 
     t0 = int(ts[start])
     prefix = [
         count.to_bytes(_HEADER_BYTES, "big"),
-        _uvarint(2 * t0 if t0 >= 0 else -2 * t0 - 1),  # zig-zag, as Go's PutVarint
+        uvarint(2 * t0 if t0 >= 0 else -2 * t0 - 1),  # zig-zag, as Go's PutVarint
         int(bits[start]).to_bytes(8, "big"),
     ]
     if count > 1:
-        prefix.append(_uvarint((int(ts[start + 1]) - t0) & _MASK64))
+        prefix.append(uvarint((int(ts[start + 1]) - t0) & _MASK64))
     return b"".join(prefix)
-
-
-def _uvarint(n: int) -> bytes:
-    """Unsigned LEB128 varint: 7 bits a byte, low first, high bit set on all but the last."""
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _timestamp_fields(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import builtins
 import json
 import threading
-import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,12 +26,10 @@ from blocks.bucket_index import (
 from blocks.errors import CorruptBlock
 from blocks.meta import BlockMeta
 from blocks.objstore.base import ObjectStore
-from blocks.objstore.factory import open_store
 from blocks.objstore.local import LocalStore
 from blocks.ulid import new_ulid
 from blocks.upload import delete_block, list_blocks, upload_block
 from blocks.writer import BlockWriter
-from tests.support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -47,18 +43,6 @@ class ListCountingStore(LocalStore):
     def list(self, prefix: str) -> builtins.list[str]:
         self.lists += 1
         return super().list(prefix)
-
-
-@pytest.fixture(params=["local", "s3"])
-def bucket(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
-    if request.param == "local":
-        with LocalStore(tmp_path / "bucket") as store:
-            yield store
-        return
-    seaweedfs: SeaweedFS = request.getfixturevalue("seaweedfs")
-    url = seaweedfs.store_url(f"index-{uuid.uuid4().hex[:12]}")
-    with open_store(url, access_key=ACCESS_KEY, secret_key=SECRET_KEY) as store:
-        yield store
 
 
 def upload(store: ObjectStore, work: Path, tenant: str, mint: int) -> BlockMeta:

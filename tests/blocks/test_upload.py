@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +9,11 @@ import pytest
 
 from blocks.meta import META_FILENAME
 from blocks.objstore.base import ObjectStore
-from blocks.objstore.factory import open_store
 from blocks.objstore.local import LocalStore
 from blocks.reader import BlockReader
 from blocks.ulid import new_ulid
 from blocks.upload import delete_block, list_blocks, upload_block
 from blocks.writer import BlockWriter
-from tests.support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedFS
 from tests.support.values import STALE_NAN
 
 
@@ -52,18 +48,6 @@ def build(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
     writer.add_series([("__name__", "up"), ("job", "a")], ts, values)
     writer.finish(tenant="t")
     return tmp_path / "local" / block_id, ts, values
-
-
-@pytest.fixture(params=["local", "s3"])
-def bucket(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
-    if request.param == "local":
-        with LocalStore(tmp_path / "bucket") as store:
-            yield store
-        return
-    seaweedfs: SeaweedFS = request.getfixturevalue("seaweedfs")
-    url = seaweedfs.store_url(f"upload-{uuid.uuid4().hex[:12]}")
-    with open_store(url, access_key=ACCESS_KEY, secret_key=SECRET_KEY) as store:
-        yield store
 
 
 def test_uploaded_block_reads_back_bit_exact(tmp_path: Path, bucket: ObjectStore) -> None:

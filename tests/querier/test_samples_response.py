@@ -11,8 +11,8 @@ from querier.samples_response import (
     encode_query_result,
     encode_read_response,
     encode_time_series,
-    varint,
 )
+from querier.varint import uvarint
 from tests.support.values import STALE_NAN
 
 timestamps = st.lists(st.integers(-(2**63), 2**63 - 1), max_size=60, unique=True).map(sorted)
@@ -93,4 +93,4 @@ def test_empty_answers_are_valid_messages() -> None:
 
 def test_varint_matches_protobuf() -> None:
     for n in (1, 127, 128, 300, 2**32, 2**63 - 1):
-        assert b"\x10" + varint(n) == types_pb2.Sample(timestamp=n).SerializeToString()
+        assert b"\x10" + uvarint(n) == types_pb2.Sample(timestamp=n).SerializeToString()
