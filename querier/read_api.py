@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
-import numpy as np
 import snappy
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
@@ -43,7 +42,7 @@ from querier.samples_response import (
 )
 from querier.selection import LabelSet
 from querier.stream_frames import encode_frame
-from querier.xor_chunk import encode_xor_chunks
+from querier.xor_chunk import encode_xor_series
 
 log = logging.getLogger(__name__)
 
@@ -232,14 +231,15 @@ class ReadHandler:
     def _frames(self, plan: QueryPlan, deadline: Deadline) -> Iterator[bytes]:
         """Frames of one query, a batch of series at a time (bytes of several frames)."""
         for batch in self.engine.batches(plan, deadline):
+            encoded = encode_xor_series([part for _, part in batch])
             out = []
-            for labels, (ts, values) in batch:
+            for (labels, (ts, _)), chunks in zip(batch, encoded, strict=True):
                 self.metrics.samples.inc(len(ts))
-                out.extend(self._series_frames(plan.index, labels, ts, values))
+                out.extend(self._series_frames(plan.index, labels, chunks))
             yield b"".join(out)
 
     def _series_frames(
-        self, query_index: int, labels: LabelSet, ts: np.ndarray, values: np.ndarray
+        self, query_index: int, labels: LabelSet, encoded: list[tuple[int, int, bytes]]
     ) -> list[bytes]:
         """One series as frames of at most max_frame_bytes of chunks each; a long series
         spans several frames, each with its labels, as Prometheus's own server does."""
@@ -247,7 +247,7 @@ class ReadHandler:
         frames = []
         chunks: list[types_pb2.Chunk] = []
         size = 0
-        for mint, maxt, data in encode_xor_chunks(ts, values):
+        for mint, maxt, data in encoded:
             if chunks and size + len(data) > self.limits.max_frame_bytes:
                 frames.append(_frame(query_index, label_msgs, chunks))
                 chunks, size = [], 0

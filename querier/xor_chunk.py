@@ -8,6 +8,8 @@ decoder reads the fields back one by one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 
@@ -64,6 +66,41 @@ def encode_xor_chunks(
     datas = _encode(ts, bits, starts)
     ends = np.append(starts[1:], len(ts)) - 1
     return list(zip(ts[starts].tolist(), ts[ends].tolist(), datas, strict=True))
+
+
+def encode_xor_series(
+    series: Sequence[tuple[npt.ArrayLike, npt.ArrayLike]],
+    max_samples: int = SAMPLES_PER_CHUNK,
+) -> list[list[tuple[int, int, bytes]]]:
+    """encode_xor_chunks of several series at once: one pass of array operations for all
+    of them, which for many short series is several times faster than one call each."""
+    if not 1 <= max_samples <= MAX_CHUNK_SAMPLES:
+        raise ValueError(f"max_samples must be in 1..{MAX_CHUNK_SAMPLES}, got {max_samples}")
+    checked = [_checked_samples(ts, values) for ts, values in series]
+    if not checked:
+        return []
+    ts = np.concatenate([c[0] for c in checked])
+    bits = np.concatenate([c[1] for c in checked])
+    lengths = [len(c[0]) for c in checked]
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    # Chunks restart at every series' first sample, then every max_samples.
+    starts_per_series = [
+        np.arange(offset, offset + n, max_samples, dtype=np.int64)
+        for offset, n in zip(offsets[:-1].tolist(), lengths, strict=True)
+    ]
+    starts = np.concatenate(starts_per_series)
+    if not len(starts):
+        return [[] for _ in series]
+    datas = _encode(ts, bits, starts)
+    ends = np.append(starts[1:], len(ts)) - 1
+    chunks = list(zip(ts[starts].tolist(), ts[ends].tolist(), datas, strict=True))
+    out = []
+    at = 0
+    for series_starts in starts_per_series:
+        out.append(chunks[at : at + len(series_starts)])
+        at += len(series_starts)
+    return out
 
 
 def encode_xor_chunk(timestamps: npt.ArrayLike, values: npt.ArrayLike) -> bytes:

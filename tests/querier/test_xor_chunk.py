@@ -22,6 +22,7 @@ from querier.xor_chunk import (
     decode_xor_chunk,
     encode_xor_chunk,
     encode_xor_chunks,
+    encode_xor_series,
 )
 from tests.support.values import STALE_NAN
 
@@ -375,3 +376,22 @@ def test_a_value_inside_the_open_window_takes_the_short_form() -> None:
     # dod, and 1+1+4 bits inside the window: 24 bits. A new window would take 35.
     assert len(data) == 12 + 3
     assert decode_xor_chunk(data)[1].view(np.uint64).tolist() == bits
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 300), max_size=6),
+    max_samples=st.integers(1, 130),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_encoding_series_together_equals_one_by_one(
+    lengths: list[int], max_samples: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    series = []
+    for n in lengths:
+        ts = np.cumsum(rng.integers(1, 30_000, n)).astype(np.int64) - 10**6
+        bits = rng.integers(0, 2**63, n, dtype=np.uint64)
+        series.append((ts, bits.view(np.float64)))
+    together = encode_xor_series(series, max_samples)
+    assert together == [encode_xor_chunks(ts, values, max_samples) for ts, values in series]
