@@ -54,13 +54,20 @@ def proc_status_kib(pid: int, key: str) -> int:
 
 
 class Strata:
-    """A `strata serve` subprocess pinned to one CPU."""
+    """A `strata serve` (or, with command="query", `strata query`) subprocess pinned to one CPU."""
 
-    def __init__(self, data_dir: Path, *, cpu: int, extra: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        cpu: int,
+        extra: list[str] | None = None,
+        command: str = "serve",
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = (data_dir.parent / f"{data_dir.name}.log").open("wb")
-        cmd = [sys.executable, "-m", "gateway.cli", "serve", "--data-dir", str(data_dir)]
+        cmd = [sys.executable, "-m", "gateway.cli", command, "--data-dir", str(data_dir)]
         cmd += ["--listen", f"127.0.0.1:{self.port}", *(extra or [])]
         self.proc = subprocess.Popen(
             cmd,
