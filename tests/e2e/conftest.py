@@ -34,9 +34,17 @@ def pytest_runtest_makereport(
 
 
 @pytest.fixture
-def strata(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StrataServer]:
+def strata_args() -> tuple[str, ...]:
+    """Extra `strata serve` flags of the `strata` fixture; a test module may override it."""
+    return ()
+
+
+@pytest.fixture
+def strata(
+    request: pytest.FixtureRequest, tmp_path: Path, strata_args: tuple[str, ...]
+) -> Iterator[StrataServer]:
     """A started `strata serve` on an empty data directory; stopped after the test."""
-    server = StrataServer(tmp_path / "strata-data", tmp_path / "strata.log")
+    server = StrataServer(tmp_path / "strata-data", tmp_path / "strata.log", strata_args)
     attach_log(request.node, "strata", server.log_path)
     try:
         server.start()

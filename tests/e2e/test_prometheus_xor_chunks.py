@@ -345,19 +345,9 @@ def test_prometheus_xor_chunks_decode_and_reencode_byte_identical(
 
 
 @pytest.fixture
-def strata(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StrataServer]:
-    """A started Strata with frames as small as the Prometheus's."""
-    server = StrataServer(
-        tmp_path / "strata",
-        tmp_path / "strata.log",
-        extra_args=("--query-max-frame-bytes", str(FRAME_BYTES)),
-    )
-    attach_log(request.node, "strata", server.log_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def strata_args() -> tuple[str, ...]:
+    # Frames as small as the Prometheus's, so series span several.
+    return ("--query-max-frame-bytes", str(FRAME_BYTES))
 
 
 @pytest.mark.e2e

@@ -11,7 +11,7 @@ identical, value strings included.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import pytest
 
 from blocks.bucket_index import load_bucket_index
 from blocks.objstore.local import LocalStore
+from tests.e2e.conftest import attach_log
 from tests.e2e.servers import (
     PrometheusServer,
     StrataServer,
@@ -84,36 +85,48 @@ def canonical(data: Any) -> list[Any]:
 
 
 @pytest.fixture
-def strata(tmp_path: Path) -> Iterator[StrataServer]:
-    server = StrataServer(
-        tmp_path / "strata",
-        tmp_path / "strata.log",
-        extra_args=("--cut-interval-s", "1", "--cut-grace-ms", "0"),
-    )
-    server.start()
-    yield server
-    server.stop()
+def strata_args() -> tuple[str, ...]:
+    # Cut due windows every second, so blocks appear while the test runs.
+    return ("--cut-interval-s", "1", "--cut-grace-ms", "0")
+
+
+def started_prometheus(
+    request: pytest.FixtureRequest,
+    base_dir: Path,
+    config_of: Callable[[PrometheusServer], dict[str, Any]],
+) -> Iterator[PrometheusServer]:
+    """A Prometheus started with the config made for it (it may scrape itself)."""
+    base_dir.mkdir()
+    server = PrometheusServer(base_dir)
+    attach_log(request.node, base_dir.name, server.log_path)
+    try:
+        server.start(config_of(server))
+        yield server
+    finally:
+        server.close()
 
 
 @pytest.fixture
-def prometheus_a(tmp_path: Path, strata: StrataServer) -> Iterator[PrometheusServer]:
-    server = PrometheusServer(tmp_path / "prom-a")
-    server.base_dir.mkdir()
-    jobs = {"prometheus": [server.address], "strata": [strata.url.removeprefix("http://")]}
-    config = prometheus_config(jobs, strata.write_url, scrape_interval=f"{SCRAPE_S:g}s")
-    config["global"]["external_labels"] = EXTERNAL_LABELS
-    server.start(config)
-    yield server
-    server.close()
+def prometheus_a(
+    request: pytest.FixtureRequest, tmp_path: Path, strata: StrataServer
+) -> Iterator[PrometheusServer]:
+    """Scrapes itself and Strata, remote-writes everything to Strata."""
+
+    def config_of(server: PrometheusServer) -> dict[str, Any]:
+        jobs = {"prometheus": [server.address], "strata": [strata.url.removeprefix("http://")]}
+        config = prometheus_config(jobs, strata.write_url, scrape_interval=f"{SCRAPE_S:g}s")
+        config["global"]["external_labels"] = EXTERNAL_LABELS
+        return config
+
+    yield from started_prometheus(request, tmp_path / "prom-a", config_of)
 
 
 @pytest.fixture
-def prometheus_b(tmp_path: Path, strata: StrataServer) -> Iterator[PrometheusServer]:
-    server = PrometheusServer(tmp_path / "prom-b")
-    server.base_dir.mkdir()
-    server.start(read_config(strata))
-    yield server
-    server.close()
+def prometheus_b(
+    request: pytest.FixtureRequest, tmp_path: Path, strata: StrataServer
+) -> Iterator[PrometheusServer]:
+    """Scrapes nothing, reads everything through remote_read."""
+    yield from started_prometheus(request, tmp_path / "prom-b", lambda _: read_config(strata))
 
 
 def wait_until_sent(prometheus: PrometheusServer, at_s: float) -> None:
@@ -142,7 +155,7 @@ def test_promql_over_remote_read_equals_the_scraping_prometheus(
     flushed = httpx.post(f"{strata.url}/api/v1/admin/flush", timeout=60)
     assert flushed.status_code == 200, flushed.text
     assert flushed.json()["uploadedBlocks"] >= 1
-    with LocalStore(tmp_path / "strata" / "bucket") as bucket:
+    with LocalStore(tmp_path / "strata-data" / "bucket") as bucket:
         blocks = load_bucket_index(bucket, "default", max_age_ms=3_600_000).blocks.values()
         assert max(b.maxt for b in blocks) > end_s * 1000, "the data is in blocks"
 
