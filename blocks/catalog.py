@@ -13,8 +13,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
@@ -22,7 +20,6 @@ from blocks.errors import CorruptBlock, InvalidRequest, NotFound
 from blocks.index import BlockIndex
 from blocks.meta import META_FILENAME, BlockMeta, Resolution
 from blocks.objstore.base import ObjectStore
-from blocks.objstore.factory import open_store
 from blocks.reader import BlockReader
 from blocks.ulid import is_ulid
 from blocks.upload import list_blocks
@@ -117,20 +114,6 @@ class Listing:
 
     rows: list[BlockRow]
     skipped: list[str]
-
-
-def open_bucket(url: str) -> ObjectStore:
-    """open_store for looking only: a file:// bucket must exist (opening would create it)."""
-    parts = urlsplit(url)
-    path = unquote(parts.netloc + parts.path)
-    if parts.scheme == "file" and path and not Path(path).is_dir():
-        raise NotFound(f"no bucket directory at {Path(path).absolute()}")
-    return open_store(url)
-
-
-def bucket_label(url: str) -> str:
-    """The URL without its query, which may hold credentials: safe to print."""
-    return urlsplit(url)._replace(query="", fragment="").geturl()
 
 
 def bucket_tenants(store: ObjectStore) -> list[str]:

@@ -13,14 +13,12 @@ from typing import TypeVar
 from blocks.catalog import (
     MAX_TIME,
     MIN_TIME,
-    bucket_label,
     check_series_ids,
     collect_rows,
     dump_series,
     format_json_lines,
     format_table,
     open_block,
-    open_bucket,
     parse_block_ref,
     parse_matcher,
     parse_time,
@@ -28,6 +26,7 @@ from blocks.catalog import (
 )
 from blocks.errors import StrataError, Unavailable
 from blocks.objstore.base import ObjectStore
+from blocks.objstore.factory import bucket_label, open_existing_store
 from gateway.config import ConfigError, GatewayConfig, build_config, settings
 from gateway.tenants import check_tenant
 
@@ -203,7 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=config.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s %(message)s",
         )
-        return serve(config, query_only=args.command == "query")
+        try:
+            return serve(config, query_only=args.command == "query")
+        except StrataError as exc:
+            # A bucket that is missing or unreachable at start: say so, no traceback.
+            print(f"strata: {exc.reason}", file=sys.stderr)
+            return 1
     if args.command == "inspect":
         return run_inspect(args)
     return 2
@@ -235,7 +239,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(f"strata: {exc}", file=sys.stderr)
         return 2
     try:
-        with open_bucket(config.bucket) as store:
+        with open_existing_store(config.bucket) as store:
             if args.inspect_command == "blocks":
                 return _inspect_blocks(store, args)
             return _inspect_series(store, args)

@@ -8,6 +8,7 @@ from types import FrameType
 import uvicorn
 from prometheus_client import CollectorRegistry
 
+from blocks.objstore.factory import bucket_label
 from gateway.app import Gateway, create_app
 from gateway.config import GatewayConfig, listen_host_port
 
@@ -48,14 +49,11 @@ def serve(config: GatewayConfig, *, query_only: bool = False) -> int:
     )
     if query_only:
         server: uvicorn.Server = uvicorn.Server(uv_config)
-        log.info("strata querier serving listen=%s bucket=%s", config.listen, _bucket_name(config))
+        log.info(
+            "strata querier serving listen=%s bucket=%s", config.listen, bucket_label(config.bucket)
+        )
     else:
         server = GatewayServer(uv_config, app.state.gateway)
         log.info("strata serving listen=%s data_dir=%s", config.listen, config.data_dir)
     server.run()
     return 0
-
-
-def _bucket_name(config: GatewayConfig) -> str:
-    """The bucket URL without its query, which may hold credentials."""
-    return config.bucket.partition("?")[0]

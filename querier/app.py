@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from blocks.objstore.factory import open_store
+from blocks.objstore.factory import open_existing_store
 from gateway.config import GatewayConfig
 from gateway.http import add_status_routes, install_error_handlers
 from querier.engine import Engine
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def create_query_app(config: GatewayConfig, registry: CollectorRegistry) -> FastAPI:
     """The querier's ASGI app."""
-    store = open_store(config.bucket)
+    store = open_existing_store(config.bucket)
     engine = Engine(
         store,
         config.query_limits,

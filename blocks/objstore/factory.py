@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
-from blocks.errors import StrataError
+from blocks.errors import NotFound, StrataError
 from blocks.objstore.base import ObjectStore
 
 S3_OPTIONS = frozenset({"endpoint", "region", "path_style", "access_key", "secret_key"})
@@ -39,6 +39,21 @@ def open_store(url: str, **options: str) -> ObjectStore:
     if parts.scheme == "s3":
         return _open_s3(url, parts, options)
     raise InvalidStoreURL(url, "the scheme must be file:// or s3://")
+
+
+def open_existing_store(url: str, **options: str) -> ObjectStore:
+    """open_store for readers: a file:// bucket must already exist, since opening one
+    creates its directory and a mistyped path would read as an empty bucket."""
+    parts = urlsplit(url)
+    path = unquote(parts.netloc + parts.path)
+    if parts.scheme == "file" and path and not Path(path).is_dir():
+        raise NotFound(f"no bucket directory at {Path(path).absolute()}")
+    return open_store(url, **options)
+
+
+def bucket_label(url: str) -> str:
+    """The URL without its query, which may hold credentials: safe to print."""
+    return urlsplit(url)._replace(query="", fragment="").geturl()
 
 
 def _open_local(url: str, parts: SplitResult, options: dict[str, str]) -> ObjectStore:
