@@ -77,9 +77,14 @@ def encode_time_series(labels: Labels, timestamps: np.ndarray, values: np.ndarra
 
 def encode_query_result(series: Iterable[bytes]) -> bytes:
     """A QueryResult from encoded TimeSeries messages."""
-    return b"".join(_TAG_RESULTS.to_bytes(1) + uvarint(len(s)) + s for s in series)
+    return _repeated_field_1(series)
 
 
 def encode_read_response(results: Iterable[bytes]) -> bytes:
     """A ReadResponse from encoded QueryResult messages, one per query, in query order."""
-    return b"".join(_TAG_RESULTS.to_bytes(1) + uvarint(len(r)) + r for r in results)
+    return _repeated_field_1(results)
+
+
+def _repeated_field_1(messages: Iterable[bytes]) -> bytes:
+    """Encoded messages as field 1 of their parent, both parents' only field."""
+    return b"".join(_TAG_RESULTS.to_bytes(1) + uvarint(len(m)) + m for m in messages)

@@ -61,15 +61,8 @@ def encode_xor_chunks(
     Timestamps (int64 ms) must be strictly increasing. Returns (mint, maxt, chunk bytes)
     per chunk, mint and maxt being the chunk's first and last timestamp.
     """
-    if not 1 <= max_samples <= MAX_CHUNK_SAMPLES:
-        raise ValueError(f"max_samples must be in 1..{MAX_CHUNK_SAMPLES}, got {max_samples}")
-    ts, bits = _checked_samples(timestamps, values)
-    if len(ts) == 0:
-        return []
-    starts = np.arange(0, len(ts), max_samples, dtype=np.int64)
-    datas = _encode(ts, bits, starts)
-    ends = np.append(starts[1:], len(ts)) - 1
-    return list(zip(ts[starts].tolist(), ts[ends].tolist(), datas, strict=True))
+    [chunks] = encode_xor_series([(timestamps, values)], max_samples)
+    return chunks
 
 
 def encode_xor_series(
