@@ -27,10 +27,10 @@ from gateway.tenants import tenant_from_headers
 from gateway.wal import WAL
 from gateway.wal_replay import replay
 from gateway.write import Ingester
-from querier.engine import Engine, LocalView
+from querier.app import build_read_handler
+from querier.engine import LocalView
 from querier.head_source import HeadPostings, capture
-from querier.metrics import QuerierMetrics
-from querier.read_api import READ_PATH, ReadHandler
+from querier.read_api import READ_PATH
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,14 @@ class Gateway:
         )
         self.ingester = Ingester(config, self.head, self.wal, self.metrics)
         self.store = open_store(config.bucket)
-        self.engine = Engine(
+        self.queue_store = LocalStore(config.upload_dir)
+        self.head_postings: dict[str, HeadPostings] = {}
+        self.reader = build_read_handler(
+            config,
             self.store,
-            config.query_limits,
-            index_cache_bytes=config.index_cache_bytes,
-            index_refresh_s=config.bucket_index_refresh_s,
-            index_max_age_ms=int(config.bucket_index_max_age_s * 1000),
+            registry,
+            local_view=self.local_view,
+            check_ready=self.check_readable,
         )
         self.shipper = Shipper(
             config,
@@ -67,19 +69,7 @@ class Gateway:
             self.ingester,
             self.store,
             self.metrics,
-            on_uploaded=self.engine.bucket_indexes.invalidate,
-        )
-        self.queue_store = LocalStore(config.upload_dir)
-        self.head_postings: dict[str, HeadPostings] = {}
-        self.reader = ReadHandler(
-            self.engine,
-            config.query_limits,
-            QuerierMetrics(registry),
-            default_tenant=config.default_tenant,
-            max_request_bytes=config.max_request_bytes,
-            max_decompressed_bytes=config.max_decompressed_bytes,
-            local_view=self.local_view,
-            check_ready=self.check_readable,
+            on_uploaded=self.reader.engine.bucket_indexes.invalidate,
         )
         registry.register(HeadCollector(self.head, self.wal.size, self.shipper.queue_size))
         self.ready = False

@@ -8,25 +8,33 @@ Blocks a gateway has uploaded show up once the tenant's bucket index is fetched 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from blocks.objstore.base import ObjectStore
 from blocks.objstore.factory import open_existing_store
 from gateway.config import GatewayConfig
 from gateway.http import add_status_routes, install_error_handlers
-from querier.engine import Engine
+from querier.engine import Engine, LocalView
 from querier.metrics import QuerierMetrics
 from querier.read_api import READ_PATH, ReadHandler
 
 log = logging.getLogger(__name__)
 
 
-def create_query_app(config: GatewayConfig, registry: CollectorRegistry) -> FastAPI:
-    """The querier's ASGI app."""
-    store = open_existing_store(config.bucket)
+def build_read_handler(
+    config: GatewayConfig,
+    store: ObjectStore,
+    registry: CollectorRegistry,
+    *,
+    local_view: Callable[[str], LocalView | None] | None = None,
+    check_ready: Callable[[], None] = lambda: None,
+) -> ReadHandler:
+    """The remote-read handler over `store` with the settings' limits and caches; inside
+    `strata serve` also over what `local_view` gives of the gateway."""
     engine = Engine(
         store,
         config.query_limits,
@@ -34,14 +42,22 @@ def create_query_app(config: GatewayConfig, registry: CollectorRegistry) -> Fast
         index_refresh_s=config.bucket_index_refresh_s,
         index_max_age_ms=int(config.bucket_index_max_age_s * 1000),
     )
-    reader = ReadHandler(
+    return ReadHandler(
         engine,
         config.query_limits,
         QuerierMetrics(registry),
         default_tenant=config.default_tenant,
         max_request_bytes=config.max_request_bytes,
         max_decompressed_bytes=config.max_decompressed_bytes,
+        local_view=local_view,
+        check_ready=check_ready,
     )
+
+
+def create_query_app(config: GatewayConfig, registry: CollectorRegistry) -> FastAPI:
+    """The querier's ASGI app."""
+    store = open_existing_store(config.bucket)
+    reader = build_read_handler(config, store, registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
