@@ -13,8 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from blocks.errors import NotFound
-from blocks.index import BlockIndex, decode_index
-from blocks.meta import INDEX_FILENAME, BlockMeta, Resolution
+from blocks.meta import BlockMeta, Resolution
 from blocks.objstore.base import ObjectStore
 from querier.block_source import select_block
 from querier.head_source import HeadPostings, HeadView, select_head
@@ -85,6 +84,7 @@ class Engine:
         """Select the query's series everywhere and check the series and sample limits."""
         selections: list[Selection] = []
         queued_ids: set[str] = set()
+        places: list[tuple[ObjectStore, BlockMeta]] = []  # blocks: where, what
         if local is not None:
             if local.head is not None and local.head_postings is not None:
                 head = select_head(
@@ -92,32 +92,33 @@ class Engine:
                 )
                 selections.append(head)
             for meta in local.queued:
-                if meta.mint > maxt or meta.maxt <= mint or local.queue_store is None:
+                if local.queue_store is None or meta.mint > maxt or meta.maxt <= mint:
                     continue
                 queued_ids.add(meta.block_id)
-                index = _queued_index(local.queue_store, meta)
-                if index is None:
-                    continue  # uploaded and removed since: the bucket has it
-                selections.append(
-                    select_block(
-                        local.queue_store,
-                        meta,
-                        index,
-                        matchers,
-                        mint,
-                        maxt,
-                        checkpoint=deadline.check,
-                        fallback=self.store,
-                    )
-                )
-                deadline.check()
+                places.append((local.queue_store, meta))
         for meta in self.bucket_indexes.get(tenant).overlapping(mint, maxt):
-            if meta.resolution != Resolution.RAW or meta.block_id in queued_ids:
-                continue
-            index = self.block_indexes.get(tenant, meta.block_id)
+            if meta.resolution == Resolution.RAW and meta.block_id not in queued_ids:
+                places.append((self.store, meta))
+        for store, meta in places:
+            # A queued block that was uploaded and left the queue meanwhile is read from
+            # the bucket (docs/architecture.md: a sample is never in no place).
+            fallback = self.store if store is not self.store else None
+            try:
+                index = self.block_indexes.get(tenant, meta.block_id, store)
+            except NotFound:
+                if fallback is None:
+                    raise
+                index = self.block_indexes.get(tenant, meta.block_id, fallback)
             selections.append(
                 select_block(
-                    self.store, meta, index, matchers, mint, maxt, checkpoint=deadline.check
+                    store,
+                    meta,
+                    index,
+                    matchers,
+                    mint,
+                    maxt,
+                    checkpoint=deadline.check,
+                    fallback=fallback,
                 )
             )
             deadline.check()
@@ -153,11 +154,3 @@ class Engine:
                 if len(merged[0]):
                     batch.append((labels, merged))
             yield batch
-
-
-def _queued_index(queue_store: ObjectStore, meta: BlockMeta) -> BlockIndex | None:
-    """A queued block's index, or None if the block has left the queue meanwhile."""
-    try:
-        return decode_index(queue_store.get(f"{meta.tenant}/{meta.block_id}/{INDEX_FILENAME}"))
-    except NotFound:
-        return None

@@ -56,8 +56,10 @@ class BlockIndexCache:
         self._entries: OrderedDict[tuple[str, str], tuple[BlockIndex, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, tenant: str, block_id: str) -> BlockIndex:
-        """The block's index, from memory or fetched and decoded."""
+    def get(self, tenant: str, block_id: str, source: ObjectStore | None = None) -> BlockIndex:
+        """The block's index, from memory or fetched from `source` (else the bucket) and
+        decoded. A block has one index wherever it is (upload queue or bucket), so one
+        entry serves both."""
         key = (tenant, block_id)
         with self._lock:
             entry = self._entries.get(key)
@@ -68,7 +70,8 @@ class BlockIndexCache:
             self.misses += 1
         # Fetched outside the lock: two queries may fetch one index at once, which costs
         # a duplicate read but never blocks every query behind one slow GET.
-        index = decode_index(self.store.get(f"{tenant}/{block_id}/{INDEX_FILENAME}"))
+        store = source if source is not None else self.store
+        index = decode_index(store.get(f"{tenant}/{block_id}/{INDEX_FILENAME}"))
         size = index_nbytes(index)
         with self._lock:
             if key not in self._entries and size <= self.max_bytes:

@@ -20,12 +20,15 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from blocks.bucket_index import load_bucket_index
+from blocks.errors import StorageError
 from blocks.objstore.local import LocalStore
 from gateway.app import Gateway, create_app
 from gateway.config import GatewayConfig
 from gateway.head_cut import BLOCK_DURATION_MS
 from proto import remote_pb2, types_pb2
 from querier.app import create_query_app
+from querier.limits import Deadline
+from querier.matchers import Matcher, MatchType
 from querier.read_api import STREAMED_CONTENT_TYPE
 from tests.gateway.writes import SPECIAL_BITS, WRITE_HEADERS, time_series
 from tests.querier.streamed import decode_streamed
@@ -377,3 +380,38 @@ def test_reads_beyond_the_concurrency_limit_wait_then_get_a_503(tmp_path: Path) 
     assert refused.status_code == 503
     assert "query_concurrency" in refused.text
     assert served.status_code == 200
+
+
+def test_a_queued_block_uploaded_during_a_read_is_read_from_the_bucket(tmp_path: Path) -> None:
+    expected = workload()
+    app = gateway_app(tmp_path, cut_grace_ms=0)
+    gateway = gateway_of(app)
+
+    async def scenario(client: httpx.AsyncClient) -> dict[LabelSet, list[tuple[int, int]]]:
+        await write(client, expected)
+        real_put = gateway.store.put
+
+        def bucket_down(key: str, data: bytes) -> None:
+            raise StorageError("put", key, "injected outage")
+
+        gateway.store.put = bucket_down  # type: ignore[method-assign]
+        await gateway.shipper.cut_due(force=True)
+        await gateway.shipper.upload_queued()
+        assert gateway.shipper.queue_size() >= 1
+        # The read captures the queue, then the block is uploaded and leaves it.
+        view = gateway.local_view("default")
+        gateway.store.put = real_put  # type: ignore[method-assign]
+        gateway.shipper._next_upload = 0.0
+        await gateway.shipper.upload_queued()
+        assert gateway.shipper.queue_size() == 0
+        matchers = [Matcher(MatchType.EQ, "job", "node")]
+        plan = gateway.reader.engine.plan(
+            "default", 0, matchers, START_MS, START_MS + 10 * HOUR_MS, view, Deadline(60)
+        )
+        got: dict[LabelSet, list[tuple[int, int]]] = {}
+        for batch in gateway.reader.engine.batches(plan, Deadline(60)):
+            for labels, (ts, values) in batch:
+                got[labels] = list(zip(ts.tolist(), values.view(np.uint64).tolist(), strict=True))
+        return got
+
+    assert run(app, scenario) == expected
