@@ -23,6 +23,8 @@ from blocks.objstore.base import ObjectStore
 from blocks.reader import BlockReader
 from blocks.ulid import is_ulid
 from blocks.upload import list_blocks
+from querier import postings
+from querier.matchers import Matcher, MatchType
 
 # Each meta.json is one round trip; on S3 a few in flight turn a thousand-block listing
 # from tens of seconds into a few, and stay far below any server's request limits.
@@ -299,16 +301,10 @@ def open_block(store: ObjectStore, tenant: str, block_id: str) -> BlockReader:
 
 
 def select_series(index: BlockIndex, matchers: Iterable[tuple[str, str]]) -> list[int]:
-    """Ids of the series that have every name=value (empty value: lack the name)."""
-    ids = np.arange(index.series_count, dtype=np.int64)
-    for name, value in matchers:
-        if value:
-            ids = np.intersect1d(ids, index.postings(name, value))
-            continue
-        having = [series for _, series in index.label_values(name)]
-        if having:
-            ids = np.setdiff1d(ids, np.concatenate(having))
-    return [int(i) for i in ids]
+    """Ids of the series that have every name=value (empty value: lack the name): the
+    querier's equality matchers, so inspect selects exactly what a query would."""
+    equal = [Matcher(MatchType.EQ, name, value) for name, value in matchers]
+    return [int(i) for i in postings.select_series(index, equal)]
 
 
 def check_series_ids(index: BlockIndex, ids: Iterable[int]) -> list[int]:

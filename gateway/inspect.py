@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from blocks.catalog import bucket_tenants
 from blocks.objstore.base import ObjectStore
 from blocks.objstore.factory import open_store
 from blocks.objstore.local import LocalStore
@@ -46,14 +47,10 @@ def read_samples(
         for tenant, block_dir in queued_blocks(config.upload_dir):
             _add_block(parts, queue, tenant, block_dir.name)
     with open_store(config.bucket) as bucket:
-        for tenant in _bucket_tenants(bucket):
+        for tenant in bucket_tenants(bucket):
             for block_id in list_blocks(bucket, tenant):
                 _add_block(parts, bucket, tenant, block_id)
     return {tenant: {k: _merge(v) for k, v in series.items()} for tenant, series in parts.items()}
-
-
-def _bucket_tenants(bucket: ObjectStore) -> list[str]:
-    return sorted({key.split("/", 1)[0] for key in bucket.list("") if "/" in key})
 
 
 def _add_block(parts: Parts, store: ObjectStore, tenant: str, block_id: str) -> None:
