@@ -42,11 +42,10 @@ def select_block(
     ids = select_series(index, matchers, checkpoint=checkpoint)
     chunks = index.chunks
     overlap = (chunks.maxt >= mint) & (chunks.mint <= maxt)
-    in_range = _per_series_sum(overlap.astype(np.int64), index.chunk_offsets, ids)
     samples = _per_series_sum(
         np.where(overlap, chunks.samples.astype(np.int64), 0), index.chunk_offsets, ids
     )
-    keep = in_range > 0
+    keep = samples > 0  # every chunk holds at least one sample
     ids = ids[keep]
     prefix = f"{meta.tenant}/{meta.block_id}"
 
