@@ -8,6 +8,7 @@ so an upload cut short leaves only garbage for a later clean-up, never a half bl
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from blocks.errors import StorageError
@@ -18,11 +19,18 @@ from blocks.ulid import is_ulid
 log = logging.getLogger(__name__)
 
 
-def upload_block(store: ObjectStore, block_dir: Path, tenant: str) -> BlockMeta:
+def upload_block(
+    store: ObjectStore,
+    block_dir: Path,
+    tenant: str,
+    *,
+    after_chunks: Callable[[], None] | None = None,
+) -> BlockMeta:
     """Upload `block_dir` (named by its ULID) under `<tenant>/<id>/`, meta.json last.
 
     Files are streamed, never read whole. StorageError if an object is missing once
     meta.json is in: the caller uploads again (every put overwrites with the same bytes).
+    `after_chunks` runs between the chunk segments and the index (a failpoint).
     """
     meta = BlockMeta.from_json((block_dir / META_FILENAME).read_bytes())
     prefix = f"{tenant}/{meta.block_id}"
@@ -32,6 +40,8 @@ def upload_block(store: ObjectStore, block_dir: Path, tenant: str) -> BlockMeta:
         key = f"{prefix}/{CHUNKS_DIRNAME}/{path.name}"
         store.put_file(key, path)
         expected.add(key)
+    if after_chunks is not None:
+        after_chunks()
     store.put_file(f"{prefix}/{INDEX_FILENAME}", block_dir / INDEX_FILENAME)
     store.put(f"{prefix}/{META_FILENAME}", meta.to_json())
     # A partial-upload cleaner that judged an earlier, abandoned attempt of this very

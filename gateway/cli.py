@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 from collections.abc import Callable, Collection, Iterable, Sequence
 from importlib.metadata import version
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from blocks.catalog import (
     MAX_TIME,
@@ -27,6 +28,7 @@ from blocks.catalog import (
 from blocks.errors import StrataError, Unavailable
 from blocks.objstore.base import ObjectStore
 from blocks.objstore.factory import bucket_label, open_existing_store
+from compactor.config import build_compactor_config, compactor_settings
 from gateway.config import ConfigError, GatewayConfig, build_config, settings
 from gateway.tenants import check_tenant
 
@@ -56,9 +58,14 @@ QUERY_SETTINGS = (
 )
 
 
-def add_setting_flags(parser: argparse.ArgumentParser, only: Collection[str] = ()) -> None:
-    """One --flag per GatewayConfig field (or per field named in `only`), help from the field."""
-    for f in settings():
+def add_setting_flags(
+    parser: argparse.ArgumentParser,
+    only: Collection[str] = (),
+    fields: Sequence[dataclasses.Field[Any]] | None = None,
+) -> None:
+    """One --flag per GatewayConfig field (or per field named in `only`, or per one of
+    `fields` of another settings class), help from the field."""
+    for f in settings() if fields is None else fields:
         if only and f.name not in only:
             continue
         flag = "--" + f.name.replace("_", "-")
@@ -91,6 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     add_setting_flags(query, QUERY_SETTINGS)
+    compact = commands.add_parser(
+        "compact",
+        help="merge, downsample and apply retention to the bucket's blocks",
+        description="One compaction pass over every tenant of the bucket, then exit (for "
+        "cron), or passes every --interval with --loop (serving /metrics on --listen). "
+        "Exit status 1 when a tenant failed.",
+    )
+    compact.add_argument(
+        "--loop", action="store_true", help="run a pass every --interval until SIGTERM"
+    )
+    add_setting_flags(compact, fields=compactor_settings())
     add_inspect_parser(commands)
     return parser
 
@@ -210,7 +228,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     if args.command == "inspect":
         return run_inspect(args)
+    if args.command == "compact":
+        return run_compact(args)
     return 2
+
+
+def run_compact(args: argparse.Namespace) -> int:
+    """`strata compact`: 0 when every tenant was compacted, 1 otherwise."""
+    try:
+        flags = {f.name: getattr(args, f.name) for f in compactor_settings()}
+        config = build_compactor_config(flags)
+    except ConfigError as exc:
+        print(f"strata: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    from compactor.main import compact
+
+    try:
+        return compact(config, loop=args.loop)
+    except StrataError as exc:
+        print(f"strata: {exc.reason}", file=sys.stderr)
+        return 1
 
 
 def inspect_config(args: argparse.Namespace) -> GatewayConfig:

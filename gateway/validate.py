@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
+from blocks.aggregates import AGGREGATE_LABEL
 from gateway.config import GatewayConfig
 from proto.write_raw_pb2 import LabelPair
 
@@ -136,6 +137,13 @@ def canonical_labels(raw_pairs: list[bytes], rules: LabelRules) -> bytes:
                 "duplicate_label_name",
                 f"duplicate label name {first[0]!r} in {format_labels(pairs)}",
             )
+    if any(name == AGGREGATE_LABEL for name, _ in present):
+        # Downsampled blocks name their aggregates with it: a sent one would pass for one.
+        raise RejectedSeries(
+            "reserved_label",
+            f"label name {AGGREGATE_LABEL!r} is reserved for downsampled series "
+            f"in {format_labels(pairs)}",
+        )
     metric = dict(present).get(METRIC_NAME, "")
     if not metric:
         raise RejectedSeries("missing_metric_name", f"no metric name in {format_labels(pairs)}")

@@ -650,3 +650,21 @@ def test_label_bytes_split_differently_are_validated_not_matched(app: FastAPI) -
     # have the same concatenated bytes.
     assert after.status_code == 400, "an invalid label set was stored as {__name__='m', a='b'}"
     assert head_series(app) == {(("__name__", "m"), ("a", "b")): [(NOW_MS, 1)]}
+
+
+def test_the_aggregate_label_of_downsampled_series_is_refused(
+    app: FastAPI, registry: CollectorRegistry
+) -> None:
+    posing = [("__name__", "up"), ("__strata_aggr__", "max"), ("job", "node")]
+    body = body_of(time_series(UP, [(NOW_MS, 1)]), time_series(posing, [(NOW_MS, 9)]))
+
+    async def scenario(client: httpx.AsyncClient) -> httpx.Response:
+        return await post(client, body)
+
+    answer = run(app, scenario)
+    assert answer.status_code == 400
+    assert answer.text.startswith("rejected 1 samples (1 reserved_label), kept 1; first: ")
+    assert "'__strata_aggr__' is reserved" in answer.text
+    assert head_series(app) == {tuple(UP): [(NOW_MS, 1)]}
+    rejected = {"tenant": "default", "reason": "reserved_label"}
+    assert registry.get_sample_value("strata_series_rejected_total", rejected) == 1

@@ -1,0 +1,158 @@
+"""Carrying out the planner's actions on the bucket, in the order that survives a crash.
+
+A merge: write the new block locally, upload it (meta.json last), add it to the bucket
+index, and only then mark its sources for deletion. A downsampling: write, upload,
+index. A deletion: drop the block from the index, delete meta.json (the block stops
+existing), then its other objects. Killed between any two steps, the bucket still holds
+every sample in a readable block, and the next plan finishes the job
+(docs/compactor.md#crash-safety). Each step that changes the bucket first renews the
+tenant's lease, so a compactor that lost it stops before touching anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from blocks.bucket_index import add_blocks, mark_for_deletion, remove_blocks
+from blocks.catalog import format_duration, format_time
+from blocks.meta import META_FILENAME, BlockMeta
+from blocks.objstore.base import ObjectStore
+from blocks.upload import delete_block, upload_block
+from compactor.failpoints import failpoint
+from compactor.lease import Lease
+from compactor.metrics import CompactorMetrics
+from compactor.planner import Action, Delete, Downsample, MarkForDeletion, Merge
+from compactor.rewrite import Progress, Written, write_downsample, write_merge
+
+log = logging.getLogger(__name__)
+
+
+def describe(action: Action) -> str:
+    """One line naming an action, for progress logs."""
+    if isinstance(action, Merge):
+        kind = "merge overlapping" if action.overlapping else "merge"
+        return (
+            f"{kind} {len(action.sources)} blocks into level {action.level} "
+            f"{_span(action.mint, action.maxt)} resolution={_resolution(action.sources[0])}"
+        )
+    if isinstance(action, Downsample):
+        return (
+            f"downsample {action.source.block_id} {_span(action.source.mint, action.source.maxt)}"
+            f" to {int(action.to) // 60_000}m"
+        )
+    if isinstance(action, MarkForDeletion):
+        return f"mark {action.block.block_id} for deletion ({action.reason})"
+    return f"delete {action.block.block_id} ({action.reason})"
+
+
+class Executor:
+    """Carries out one tenant's actions with one store, work directory and lease."""
+
+    def __init__(
+        self, store: ObjectStore, work_dir: Path, lease: Lease, metrics: CompactorMetrics
+    ) -> None:
+        self.store = store
+        self.work_dir = work_dir
+        self.lease = lease
+        self.metrics = metrics
+
+    def run(self, action: Action) -> None:
+        """Carry out one action; exceptions propagate (the plan is redone next round)."""
+        if isinstance(action, Merge):
+            self.merge(action)
+        elif isinstance(action, Downsample):
+            self.downsample(action)
+        elif isinstance(action, MarkForDeletion):
+            self.lease.renew()
+            mark_for_deletion(self.store, action.tenant, action.block.block_id)
+            self.metrics.blocks_marked.labels(action.reason).inc()
+        else:
+            self.delete(action)
+
+    def merge(self, action: Merge) -> None:
+        """Write, upload and index the merged block, then mark its sources."""
+        written = write_merge(self.store, action, self._work(), self._progress(action))
+        failpoint("compact.merge.before_upload")
+        meta = self._upload(written, "compact.merge")
+        self.metrics.blocks_written.labels("merge").inc()
+        self.metrics.blocks_merged.inc(len(action.sources))
+        for number, source in enumerate(action.sources):
+            if number == 1:
+                failpoint("compact.merge.after_first_mark")
+            self.lease.renew()
+            mark_for_deletion(self.store, action.tenant, source.block_id)
+            self.metrics.blocks_marked.labels("replaced").inc()
+        _log_written("merged", action.tenant, meta, written)
+
+    def downsample(self, action: Downsample) -> None:
+        """Write, upload and index the downsampled copy."""
+        written = write_downsample(self.store, action, self._work(), self._progress(action))
+        meta = self._upload(written, "compact.downsample")
+        self.metrics.blocks_written.labels("downsample").inc()
+        self.metrics.blocks_downsampled.labels(f"{int(action.to) // 60_000}m").inc()
+        _log_written("downsampled", action.tenant, meta, written)
+
+    def delete(self, action: Delete) -> None:
+        """Forget the block in the index, then delete it, meta.json first."""
+        tenant, block_id = action.tenant, action.block.block_id
+        self.lease.renew()
+        remove_blocks(self.store, tenant, [block_id])
+        failpoint("compact.delete.after_unindex")
+        self.store.delete(f"{tenant}/{block_id}/{META_FILENAME}")
+        failpoint("compact.delete.after_meta")
+        delete_block(self.store, tenant, block_id)
+        self.metrics.blocks_deleted.inc()
+        log.info("deleted block tenant=%s block=%s reason=%s", tenant, block_id, action.reason)
+
+    def _upload(self, written: Written, step: str) -> BlockMeta:
+        """Upload and index a written block; `step` names its failpoints."""
+        self.metrics.samples_read.inc(written.samples_read)
+        self.lease.renew()
+        meta = upload_block(
+            self.store,
+            written.path,
+            written.meta.tenant,
+            after_chunks=lambda: failpoint(f"{step}.after_chunks"),
+        )
+        failpoint(f"{step}.after_upload")
+        add_blocks(self.store, meta.tenant, [meta])
+        failpoint(f"{step}.after_index")
+        shutil.rmtree(written.path, ignore_errors=True)
+        self.metrics.samples_written.inc(meta.stats.samples)
+        return meta
+
+    def _work(self) -> Path:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        return self.work_dir
+
+    def _progress(self, action: Action) -> Progress:
+        def report(done: int, total: int) -> None:
+            log.info("%s: %d of %d series written", describe(action), done, total)
+
+        return report
+
+
+def _log_written(verb: str, tenant: str, meta: BlockMeta, written: Written) -> None:
+    rate = meta.stats.samples / written.seconds / 1e6 if written.seconds > 0 else 0.0
+    log.info(
+        "%s block tenant=%s block=%s series=%d samples=%d bytes=%d seconds=%.2f "
+        "msamples_per_s=%.2f",
+        verb,
+        tenant,
+        meta.block_id,
+        meta.stats.series,
+        meta.stats.samples,
+        meta.stats.bytes,
+        written.seconds,
+        rate,
+    )
+
+
+def _span(mint: int, maxt: int) -> str:
+    return f"{format_time(mint)}+{format_duration(maxt - mint)}"
+
+
+def _resolution(meta: BlockMeta) -> str:
+    return "raw" if not meta.resolution else f"{int(meta.resolution) // 60_000}m"
