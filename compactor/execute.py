@@ -17,10 +17,10 @@ from pathlib import Path
 
 from blocks.bucket_index import add_blocks, mark_for_deletion, remove_blocks
 from blocks.catalog import format_duration, format_time
+from blocks.failpoints import failpoint
 from blocks.meta import META_FILENAME, BlockMeta
 from blocks.objstore.base import ObjectStore
 from blocks.upload import delete_block, upload_block
-from compactor.failpoints import failpoint
 from compactor.lease import Lease
 from compactor.metrics import CompactorMetrics
 from compactor.planner import Action, Delete, Downsample, MarkForDeletion, Merge

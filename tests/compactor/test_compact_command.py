@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from blocks.bucket_index import read_bucket_index, scan_tenant
+from blocks.failpoints import ALL_POINTS, ENV
 from blocks.objstore.local import LocalStore
-from compactor.failpoints import ALL_POINTS, ENV
 from compactor.lease import LeaseState, lease_key
 from compactor.levels import HOUR_MS
 from tests.compactor.bucket_data import (

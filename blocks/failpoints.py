@@ -1,4 +1,4 @@
-"""Named places where a test can have the compactor killed, as kill -9 would.
+"""Named places where a test can have the process killed, as kill -9 would.
 
 `STRATA_FAILPOINTS=name[,name…]` in the environment arms them; unset (production) each
 call is one set lookup. An armed point sends the process SIGKILL, so no `finally`,
@@ -13,7 +13,7 @@ import signal
 
 ENV = "STRATA_FAILPOINTS"
 
-# Every failpoint, in the order a merge passes them; tests walk this list.
+# The compactor's failpoints, in the order a merge passes them; tests walk these lists.
 MERGE_POINTS = (
     "compact.merge.before_upload",  # block written locally, nothing in the bucket
     "compact.merge.after_chunks",  # chunk segments uploaded, no index, no meta.json
