@@ -50,6 +50,7 @@ QUERY_SETTINGS = (
     "query_timeout_s",
     "query_concurrency",
     "query_max_frame_bytes",
+    "query_downsampled",
     "index_cache_bytes",
     "bucket_index_refresh_s",
     "bucket_index_max_age_s",

@@ -129,6 +129,13 @@ class GatewayConfig:
     query_max_frame_bytes: int = field(
         default=1 * MIB, metadata=_help("largest frame of a streamed remote-read answer")
     )
+    query_downsampled: bool = field(
+        default=True,
+        metadata=_help(
+            "answer remote-read queries from downsampled blocks where their step and range "
+            "allow (off: raw blocks only)"
+        ),
+    )
     index_cache_bytes: int = field(
         default=64 * MIB, metadata=_help("memory for decoded block indexes kept between queries")
     )

@@ -41,6 +41,7 @@ def build_read_handler(
         index_cache_bytes=config.index_cache_bytes,
         index_refresh_s=config.bucket_index_refresh_s,
         index_max_age_ms=int(config.bucket_index_max_age_s * 1000),
+        downsampled=config.query_downsampled,
     )
     return ReadHandler(
         engine,

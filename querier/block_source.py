@@ -40,27 +40,13 @@ def select_block(
     that was uploaded and removed from the queue meanwhile).
     """
     ids = select_series(index, matchers, checkpoint=checkpoint)
-    chunks = index.chunks
-    overlap = (chunks.maxt >= mint) & (chunks.mint <= maxt)
-    samples = _per_series_sum(
-        np.where(overlap, chunks.samples.astype(np.int64), 0), index.chunk_offsets, ids
-    )
+    samples = samples_in_range(index, ids, mint, maxt)
     keep = samples > 0  # every chunk holds at least one sample
     ids = ids[keep]
-    prefix = f"{meta.tenant}/{meta.block_id}"
 
     def read(positions: Sequence[int]) -> list[Part]:
         wanted = [int(ids[p]) for p in positions]
-        try:
-            found = BlockReader(store, prefix, meta=meta, index=index).read_series(
-                wanted, mint, maxt
-            )
-        except NotFound:
-            if fallback is None:
-                raise
-            found = BlockReader(fallback, prefix, meta=meta, index=index).read_series(
-                wanted, mint, maxt
-            )
+        found = read_block_series(store, meta, index, wanted, mint, maxt, fallback=fallback)
         return [found[i] for i in wanted]
 
     return Selection(
@@ -69,6 +55,36 @@ def select_block(
         rank=(BLOCK_RANK, meta.block_id),
         read=read,
     )
+
+
+def samples_in_range(index: BlockIndex, ids: np.ndarray, mint: int, maxt: int) -> np.ndarray:
+    """For each series in `ids`, the samples of its chunks overlapping [mint, maxt]: an
+    upper bound of what a read returns, known from the index alone."""
+    chunks = index.chunks
+    overlap = (chunks.maxt >= mint) & (chunks.mint <= maxt)
+    return _per_series_sum(
+        np.where(overlap, chunks.samples.astype(np.int64), 0), index.chunk_offsets, ids
+    )
+
+
+def read_block_series(
+    store: ObjectStore,
+    meta: BlockMeta,
+    index: BlockIndex,
+    ids: Sequence[int],
+    mint: int,
+    maxt: int,
+    *,
+    fallback: ObjectStore | None = None,
+) -> dict[int, Part]:
+    """Samples in [mint, maxt] of the block's series `ids`, from `store`, else `fallback`."""
+    prefix = f"{meta.tenant}/{meta.block_id}"
+    try:
+        return BlockReader(store, prefix, meta=meta, index=index).read_series(ids, mint, maxt)
+    except NotFound:
+        if fallback is None:
+            raise
+        return BlockReader(fallback, prefix, meta=meta, index=index).read_series(ids, mint, maxt)
 
 
 def _per_series_sum(

@@ -4,30 +4,55 @@ Places are the tenant's blocks in the bucket that overlap the query's range and,
 `strata serve`, the gateway's upload queue and head. Series are identified by their
 label sets across places, merged (querier/merge.py) and returned sorted by labels, as
 Prometheus expects; a batch of series at a time, so a streamed answer holds one batch.
+
+When downsampled blocks overlap the query, its range is first split into spans each
+answered by one resolution (querier/resolution.py), and each series is put together
+from its spans (querier/downsampled.py). Otherwise raw places are merged as they are.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from blocks.errors import NotFound
+from blocks.index import BlockIndex
 from blocks.meta import BlockMeta, Resolution
 from blocks.objstore.base import ObjectStore
+from gateway.head_cut import BLOCK_DURATION_MS
 from querier.block_source import select_block
+from querier.counter_join import COUNTER_LEAD_IN_MS
+from querier.downsampled import assemble, select_downsampled
 from querier.head_source import HeadPostings, HeadView, select_head
 from querier.index_cache import BlockIndexCache, BucketIndexCache
 from querier.limits import Deadline, QueryLimits, check_counts
 from querier.matchers import Matcher
 from querier.merge import merge_parts
-from querier.selection import LabelSet, Part, Selection
+from querier.resolution import (
+    Place,
+    QueryHints,
+    Range,
+    Reading,
+    Span,
+    cover,
+    place_spans,
+    reading_for,
+    union,
+    wanted_resolution,
+)
+from querier.selection import AggregateParts, AggregateSelection, LabelSet, Part, Selection
 
 log = logging.getLogger(__name__)
 
 # Series read and merged at a time: enough to make range reads worth their round trip,
 # few enough that a batch of long series stays small in memory.
 SERIES_PER_BATCH = 64
+# The head's place key; blocks are numbered from 0.
+HEAD_KEY = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,14 +67,75 @@ class LocalView:
 
 @dataclass(frozen=True, slots=True)
 class QueryPlan:
-    """A selected query: its series in label order and where each one is."""
+    """A selected query: its series in label order and where each one is.
+
+    `spans` empty: every place is raw and a series is its places merged over [mint,
+    maxt]. Otherwise each span is answered by its places only, read as `reading` says.
+    """
 
     index: int
     mint: int
     maxt: int
     series: list[LabelSet]
-    places: list[list[tuple[Selection, int]]]  # per series: (place, position there)
+    places: list[list[tuple[int, int]]]  # per series: (selection number, position there)
+    selections: list[Selection | AggregateSelection]  # raw ones first, oldest first
     samples: int
+    spans: tuple[Span, ...] = ()
+    reading: Reading = Reading.AVERAGE
+    resolution: Resolution = Resolution.RAW  # wanted: what finer spans are turned into
+    blocks: Mapping[Resolution, int] = field(default_factory=dict)  # blocks read
+
+
+@dataclass(frozen=True, slots=True)
+class _RawBlock:
+    store: ObjectStore
+    meta: BlockMeta
+    queued: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """One query of a request, as planning needs it."""
+
+    tenant: str
+    index: int
+    matchers: Sequence[Matcher]
+    mint: int
+    maxt: int
+    deadline: Deadline
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidates:
+    """Every place that may answer a query, before the spans say which do."""
+
+    head: Selection | None
+    raw_blocks: list[_RawBlock]
+    downsampled: list[BlockMeta]
+    deletion_marks: Mapping[str, int]
+
+    def places(self) -> list[Place]:
+        """Each candidate with where it holds samples: raw blocks numbered from 0, then
+        downsampled blocks, the head as HEAD_KEY. Blocks hold their metas' ranges, the
+        head the 2 h windows its selected samples fall in (the blocks it will be cut
+        into, so that a late sample for an old window claims that window only)."""
+        places = [
+            Place(key, Resolution.RAW, ((b.meta.mint, b.meta.maxt),))
+            for key, b in enumerate(self.raw_blocks)
+        ]
+        for key, meta in self.downsampled_keys():
+            # Of overlapping downsampled blocks the one not marked for deletion, then the
+            # highest level, then the newest answers: merges and re-downsamplings replace.
+            kept = 0 if meta.block_id in self.deletion_marks else 1
+            preference = (kept, meta.level, meta.block_id)
+            places.append(Place(key, meta.resolution, ((meta.mint, meta.maxt),), preference))
+        if self.head is not None and self.head.labels:
+            places.append(Place(HEAD_KEY, Resolution.RAW, _head_windows(self.head)))
+        return places
+
+    def downsampled_keys(self) -> Iterator[tuple[int, BlockMeta]]:
+        """The downsampled blocks with their place keys."""
+        return enumerate(self.downsampled, start=len(self.raw_blocks))
 
 
 class Engine:
@@ -63,9 +149,11 @@ class Engine:
         index_cache_bytes: int,
         index_refresh_s: float,
         index_max_age_ms: int,
+        downsampled: bool = True,
     ) -> None:
         self.store = store
         self.limits = limits
+        self.downsampled = downsampled
         self.block_indexes = BlockIndexCache(store, index_cache_bytes)
         self.bucket_indexes = BucketIndexCache(
             store, refresh_s=index_refresh_s, max_age_ms=index_max_age_ms
@@ -80,77 +168,228 @@ class Engine:
         maxt: int,
         local: LocalView | None,
         deadline: Deadline,
+        hints: QueryHints | None = None,
     ) -> QueryPlan:
         """Select the query's series everywhere and check the series and sample limits."""
-        selections: list[Selection] = []
+        query = _Query(tenant, query_index, matchers, mint, maxt, deadline)
+        candidates = self._candidates(query, local)
+        wanted = wanted_resolution(hints)
+        spans: list[Span] = []
+        if candidates.downsampled:
+            spans = cover(mint, maxt, candidates.places(), wanted)
+            if all(s.resolution == Resolution.RAW for s in spans):
+                spans = []  # raw answers everything: read as if no block were downsampled
+        if not spans:
+            return self._raw_plan(query, candidates)
+        reading = reading_for(hints.func if hints is not None else "")
+        return self._spans_plan(query, candidates, spans, reading, wanted)
+
+    def _candidates(self, query: _Query, local: LocalView | None) -> _Candidates:
+        head: Selection | None = None
+        raw_blocks: list[_RawBlock] = []
         queued_ids: set[str] = set()
-        places: list[tuple[ObjectStore, BlockMeta]] = []  # blocks: where, what
+        mint, maxt = query.mint, query.maxt
         if local is not None:
             if local.head is not None and local.head_postings is not None:
                 head = select_head(
-                    local.head, local.head_postings, matchers, mint, maxt, checkpoint=deadline.check
+                    local.head,
+                    local.head_postings,
+                    query.matchers,
+                    mint,
+                    maxt,
+                    checkpoint=query.deadline.check,
                 )
-                selections.append(head)
             for meta in local.queued:
                 if local.queue_store is None or meta.mint > maxt or meta.maxt <= mint:
                     continue
                 queued_ids.add(meta.block_id)
-                places.append((local.queue_store, meta))
-        for meta in self.bucket_indexes.get(tenant).overlapping(mint, maxt):
-            if meta.resolution == Resolution.RAW and meta.block_id not in queued_ids:
-                places.append((self.store, meta))
-        for store, meta in places:
-            # A queued block that was uploaded and left the queue meanwhile is read from
-            # the bucket (docs/architecture.md: a sample is never in no place).
-            fallback = self.store if store is not self.store else None
-            try:
-                index = self.block_indexes.get(tenant, meta.block_id, store)
-            except NotFound:
-                if fallback is None:
-                    raise
-                index = self.block_indexes.get(tenant, meta.block_id, fallback)
-            selections.append(
-                select_block(
-                    store,
+                raw_blocks.append(_RawBlock(local.queue_store, meta, queued=True))
+        bucket = self.bucket_indexes.get(query.tenant)
+        downsampled: list[BlockMeta] = []
+        for meta in bucket.overlapping(mint, maxt):
+            if meta.resolution == Resolution.RAW:
+                if meta.block_id not in queued_ids:
+                    raw_blocks.append(_RawBlock(self.store, meta, queued=False))
+            elif self.downsampled:
+                downsampled.append(meta)
+        return _Candidates(head, raw_blocks, downsampled, bucket.deletion_marks)
+
+    def _raw_plan(self, query: _Query, candidates: _Candidates) -> QueryPlan:
+        """Every raw place over the whole range, merged as they are."""
+        selections = [] if candidates.head is None else [candidates.head]
+        for block in candidates.raw_blocks:
+            selections.append(self._select_raw(query, block, query.mint, query.maxt))
+        selections.sort(key=lambda s: s.rank)
+        return self._checked_plan(
+            query, list(selections), {Resolution.RAW: len(candidates.raw_blocks)}
+        )
+
+    def _spans_plan(
+        self,
+        query: _Query,
+        candidates: _Candidates,
+        spans: list[Span],
+        reading: Reading,
+        wanted: Resolution,
+    ) -> QueryPlan:
+        """Only the places answering a span, each over the spans it answers."""
+        answering = {key: _hull(s) for key, s in place_spans(spans).items()}
+        if reading is Reading.COUNTER:
+            # Counters are read from a little before a span, to join exactly onto the
+            # span before it (querier/counter_join.py).
+            answering = {
+                key: (lo - COUNTER_LEAD_IN_MS if lo > query.mint else lo, hi)
+                for key, (lo, hi) in answering.items()
+            }
+        raw: dict[int, Selection] = {}
+        if candidates.head is not None and HEAD_KEY in answering:
+            raw[HEAD_KEY] = candidates.head
+        for key, block in enumerate(candidates.raw_blocks):
+            if key in answering:
+                raw[key] = self._select_raw(query, block, *answering[key])
+        aggregated: dict[int, AggregateSelection] = {}
+        for key, meta in candidates.downsampled_keys():
+            if key in answering:
+                lo, hi = answering[key]
+                index = self.block_indexes.get(query.tenant, meta.block_id)
+                aggregated[key] = select_downsampled(
+                    self.store,
                     meta,
                     index,
-                    matchers,
-                    mint,
-                    maxt,
-                    checkpoint=deadline.check,
-                    fallback=fallback,
+                    query.matchers,
+                    lo,
+                    hi,
+                    reading,
+                    checkpoint=query.deadline.check,
                 )
-            )
-            deadline.check()
-        selections.sort(key=lambda s: s.rank)
-        where: dict[LabelSet, list[tuple[Selection, int]]] = {}
-        for selection in selections:
+                query.deadline.check()
+        # Raw places oldest first, as merging wants them; spans name them by number.
+        order = [*sorted(raw, key=lambda k: raw[k].rank), *aggregated]
+        numbers = {key: number for number, key in enumerate(order)}
+        selections: list[Selection | AggregateSelection] = [
+            *(raw[k] for k in order[: len(raw)]),
+            *aggregated.values(),
+        ]
+        blocks = Counter(selection.resolution for selection in aggregated.values())
+        blocks[Resolution.RAW] = len(raw) - (HEAD_KEY in raw)
+        plan = self._checked_plan(query, selections, blocks)
+        return replace(
+            plan,
+            spans=tuple(
+                Span(s.start, s.end, s.resolution, tuple(numbers[k] for k in s.places))
+                for s in spans
+            ),
+            reading=reading,
+            resolution=wanted,
+        )
+
+    def _select_raw(self, query: _Query, block: _RawBlock, mint: int, maxt: int) -> Selection:
+        # A queued block that was uploaded and left the queue meanwhile is read from
+        # the bucket (docs/architecture.md: a sample is never in no place).
+        fallback = self.store if block.queued else None
+        index = self._block_index(query.tenant, block, fallback)
+        selection = select_block(
+            block.store,
+            block.meta,
+            index,
+            query.matchers,
+            mint,
+            maxt,
+            checkpoint=query.deadline.check,
+            fallback=fallback,
+        )
+        query.deadline.check()
+        return selection
+
+    def _block_index(
+        self, tenant: str, block: _RawBlock, fallback: ObjectStore | None
+    ) -> BlockIndex:
+        try:
+            return self.block_indexes.get(tenant, block.meta.block_id, block.store)
+        except NotFound:
+            if fallback is None:
+                raise
+            return self.block_indexes.get(tenant, block.meta.block_id, fallback)
+
+    def _checked_plan(
+        self,
+        query: _Query,
+        selections: list[Selection | AggregateSelection],
+        blocks: Mapping[Resolution, int],
+    ) -> QueryPlan:
+        """The plan of these selections, once the series and sample limits pass."""
+        where: dict[LabelSet, list[tuple[int, int]]] = {}
+        for number, selection in enumerate(selections):
             for position, labels in enumerate(selection.labels):
-                where.setdefault(labels, []).append((selection, position))
+                where.setdefault(labels, []).append((number, position))
         series = sorted(where)
         samples = sum(s.samples for s in selections)
-        check_counts(self.limits, query_index, len(series), samples)
-        return QueryPlan(query_index, mint, maxt, series, [where[s] for s in series], samples)
+        check_counts(self.limits, query.index, len(series), samples)
+        return QueryPlan(
+            query.index,
+            query.mint,
+            query.maxt,
+            series,
+            [where[s] for s in series],
+            selections,
+            samples,
+            blocks=dict(blocks),
+        )
 
     def batches(self, plan: QueryPlan, deadline: Deadline) -> Iterator[list[tuple[LabelSet, Part]]]:
         """The plan's series with their merged samples, a batch at a time, in label order."""
         for start in range(0, len(plan.series), SERIES_PER_BATCH):
             deadline.check()
             stop = start + SERIES_PER_BATCH
-            wanted: dict[int, tuple[Selection, list[int]]] = {}
+            wanted: dict[int, list[int]] = {}
             for places in plan.places[start:stop]:
-                for selection, position in places:
-                    wanted.setdefault(id(selection), (selection, []))[1].append(position)
-            read: dict[tuple[int, int], Part] = {}
-            for key, (selection, positions) in wanted.items():
-                for position, part in zip(positions, selection.read(positions), strict=True):
-                    read[(key, position)] = part
+                for number, position in places:
+                    wanted.setdefault(number, []).append(position)
+            raw: dict[tuple[int, int], Part] = {}
+            aggregated: dict[tuple[int, int], AggregateParts] = {}
+            for number, positions in wanted.items():
+                selection = plan.selections[number]
+                if isinstance(selection, Selection):
+                    for position, part in zip(positions, selection.read(positions), strict=True):
+                        raw[(number, position)] = part
+                else:
+                    found = selection.read(positions)
+                    for position, parts in zip(positions, found, strict=True):
+                        aggregated[(number, position)] = parts
             batch = []
             for labels, places in zip(
                 plan.series[start:stop], plan.places[start:stop], strict=True
             ):
-                parts = [read[(id(s), p)] for s, p in places]
-                merged = merge_parts(parts, plan.mint, plan.maxt)
+                merged = _series_samples(plan, places, raw, aggregated)
                 if len(merged[0]):
                     batch.append((labels, merged))
             yield batch
+
+
+def _series_samples(
+    plan: QueryPlan,
+    places: list[tuple[int, int]],
+    raw: Mapping[tuple[int, int], Part],
+    aggregated: Mapping[tuple[int, int], AggregateParts],
+) -> Part:
+    if not plan.spans:
+        return merge_parts([raw[place] for place in places], plan.mint, plan.maxt)
+    # Places come in selection order, raw ones oldest first: the order merging wants.
+    own_raw = {number: raw[(number, p)] for number, p in places if (number, p) in raw}
+    own_aggregated = {
+        number: aggregated[(number, p)] for number, p in places if (number, p) in aggregated
+    }
+    return assemble(plan.spans, own_raw, own_aggregated, plan.reading, plan.resolution)
+
+
+def _head_windows(head: Selection) -> tuple[Range, ...]:
+    """The 2 h windows the head's selected samples fall in."""
+    parts = head.read(range(len(head.labels)))
+    windows = np.unique(np.concatenate([ts // BLOCK_DURATION_MS for ts, _ in parts]))
+    return tuple(
+        union((int(w) * BLOCK_DURATION_MS, (int(w) + 1) * BLOCK_DURATION_MS) for w in windows)
+    )
+
+
+def _hull(spans: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    return min(s for s, _ in spans), max(e for _, e in spans)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from blocks.meta import Resolution
+
+# How the resolution label spells each resolution.
+RESOLUTION_NAMES = {Resolution.RAW: "raw", Resolution.FIVE_MINUTES: "5m", Resolution.ONE_HOUR: "1h"}
 
 
 class QuerierMetrics:
@@ -37,6 +44,20 @@ class QuerierMetrics:
         self.samples = Counter(
             "strata_read_samples_total", "Samples returned by remote read.", registry=registry
         )
+        self.blocks = Counter(
+            "strata_read_blocks_total",
+            "Blocks remote-read queries read from, by resolution (raw, 5m, 1h).",
+            ["resolution"],
+            registry=registry,
+        )
+        for name in RESOLUTION_NAMES.values():
+            self.blocks.labels(name)
+
+    def count_blocks(self, blocks: Mapping[Resolution, int]) -> None:
+        """Count the blocks one query read from, by resolution."""
+        for resolution, count in blocks.items():
+            if count:
+                self.blocks.labels(RESOLUTION_NAMES[resolution]).inc(count)
 
     def observe(self, kind: str, seconds: float) -> None:
         """Record a completed request's duration."""

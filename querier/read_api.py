@@ -35,6 +35,7 @@ from querier.engine import Engine, LocalView, QueryPlan
 from querier.limits import Deadline, QueryLimits, check_range
 from querier.matchers import matchers_from_proto
 from querier.metrics import QuerierMetrics
+from querier.resolution import QueryHints
 from querier.samples_response import (
     encode_query_result,
     encode_read_response,
@@ -86,6 +87,14 @@ def response_type(request: remote_pb2.ReadRequest) -> int:
             f"no supported response type in {list(request.accepted_response_types)}"
         )
     return int(SAMPLES)
+
+
+def hints_of(query: remote_pb2.Query) -> QueryHints | None:
+    """The hints Prometheus sent with a query (it sends them for PromQL selectors)."""
+    if not query.HasField("hints"):
+        return None
+    hints = query.hints
+    return QueryHints(step_ms=hints.step_ms, range_ms=hints.range_ms, func=hints.func)
 
 
 class ReadHandler:
@@ -145,12 +154,21 @@ class ReadHandler:
             plans = await asyncio.to_thread(
                 lambda: [
                     self.engine.plan(
-                        tenant, i, m, q.start_timestamp_ms, q.end_timestamp_ms, local, deadline
+                        tenant,
+                        i,
+                        m,
+                        q.start_timestamp_ms,
+                        q.end_timestamp_ms,
+                        local,
+                        deadline,
+                        hints_of(q),
                     )
                     for i, q, m in queries
                 ]
             )
             self.metrics.series.inc(sum(len(p.series) for p in plans))
+            for plan in plans:
+                self.metrics.count_blocks(plan.blocks)
             if kind == SAMPLES:
                 payload = await asyncio.to_thread(self._samples_response, plans, deadline)
                 slot.release()

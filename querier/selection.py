@@ -11,13 +11,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from blocks.aggregates import Aggregate
+from blocks.meta import Resolution
+
 LabelSet = tuple[tuple[str, str], ...]
 Part = tuple[np.ndarray, np.ndarray]
+# One series' aggregate series in a downsampled block, by aggregate (those read only).
+AggregateParts = dict[Aggregate, Part]
 
 
 @dataclass(frozen=True, slots=True)
 class Selection:
-    """The series of one place matching a query.
+    """The series of one place of raw samples matching a query.
 
     `read(positions)` returns the samples (time-sorted, within the query's range) of the
     series at those positions of `labels`, in the same order. `samples` is an upper
@@ -28,6 +33,21 @@ class Selection:
     samples: int
     rank: tuple[int, str]
     read: Callable[[Sequence[int]], list[Part]]
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateSelection:
+    """The series of one downsampled block matching a query, by their own label sets
+    (the aggregate label taken off), so they meet the same series of raw places.
+
+    `read(positions)` returns, per position, the aggregates read of that series, each
+    time-sorted within the block's share of the query's range.
+    """
+
+    labels: list[LabelSet]
+    samples: int
+    resolution: Resolution
+    read: Callable[[Sequence[int]], list[AggregateParts]]
 
 
 def empty_selection(rank: tuple[int, str]) -> Selection:
