@@ -7,6 +7,7 @@ retention reads as a retention; `planner_config` turns them into milliseconds.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -43,6 +44,12 @@ def parse_duration_ms(key: str, text: str) -> int:
     if pos != len(text) or not text:
         raise ConfigError(key, text, "must be a duration such as 30d, 40h, 1h30m or 0")
     return total
+
+
+# Settings of type str that are not durations.
+_NOT_DURATIONS = ("bucket_url", "listen", "log_level", "retention_overrides")
+# What a tenant's entry in the overrides file may set.
+TENANT_SETTINGS = ("retention_raw", "retention_5m", "retention_1h")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -85,21 +92,33 @@ class CompactorConfig:
     partial_upload_cleanup_age: str = field(
         default="24h", metadata=_help("remove uploads left without meta.json after this long")
     )
+    retention_overrides: str = field(
+        default="",
+        metadata=_help(
+            "JSON file of per-tenant retention, e.g. "
+            '{"team-a": {"retention_raw": "7d"}}; tenants not in it use the flags'
+        ),
+    )
     lease_ttl: str = field(
         default="30m",
         metadata=_help("how long a tenant's lease holds without renewal (after a crash)"),
     )
     log_level: str = field(default="info", metadata=_help("debug, info, warning or error"))
+    # Read from `retention_overrides` once, when the settings are built.
+    tenant_overrides: dict[str, dict[str, int]] = field(
+        init=False, default_factory=dict, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            if f.type == "str" and f.name not in ("bucket_url", "listen", "log_level"):
+            if f.init and f.type == "str" and f.name not in _NOT_DURATIONS:
                 parse_duration_ms(f.name, getattr(self, f.name))
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError("log_level", self.log_level, "must be debug, info, warning or error")
         if self.lease_ttl_s <= 0:
             raise ConfigError("lease_ttl", self.lease_ttl, "must be positive")
         listen_host_port(self.listen)
+        object.__setattr__(self, "tenant_overrides", load_overrides(self.retention_overrides))
 
     def ms(self, name: str) -> int:
         """A duration setting in milliseconds."""
@@ -108,15 +127,20 @@ class CompactorConfig:
 
     @property
     def planner_config(self) -> PlannerConfig:
-        """The planner's settings."""
+        """The planner's settings for tenants without overrides."""
+        return self.planner_config_for("")
+
+    def planner_config_for(self, tenant: str) -> PlannerConfig:
+        """The planner's settings for one tenant: its overrides, else the flags."""
+        own = self.tenant_overrides.get(tenant, {})
         return PlannerConfig(
             consistency_delay_ms=self.ms("consistency_delay"),
             downsampling=self.downsampling,
             raw_to_5m_min_range_ms=self.ms("downsample_5m_after"),
             five_m_to_1h_min_range_ms=self.ms("downsample_1h_after"),
-            retention_raw_ms=self.ms("retention_raw"),
-            retention_5m_ms=self.ms("retention_5m"),
-            retention_1h_ms=self.ms("retention_1h"),
+            retention_raw_ms=own.get("retention_raw", self.ms("retention_raw")),
+            retention_5m_ms=own.get("retention_5m", self.ms("retention_5m")),
+            retention_1h_ms=own.get("retention_1h", self.ms("retention_1h")),
             delete_delay_ms=self.ms("delete_delay"),
         )
 
@@ -141,9 +165,38 @@ class CompactorConfig:
         return self.ms("lease_ttl") / 1000
 
 
+def load_overrides(path: str) -> dict[str, dict[str, int]]:
+    """Tenant -> setting -> milliseconds, from the overrides file; ConfigError naming
+    the file and the entry when it cannot be used."""
+    if not path:
+        return {}
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError("retention_overrides", path, f"unreadable: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError("retention_overrides", path, "must hold a JSON object of tenants")
+    out: dict[str, dict[str, int]] = {}
+    for tenant, entry in doc.items():
+        if not isinstance(entry, dict):
+            raise ConfigError("retention_overrides", path, f"tenant {tenant!r}: not an object")
+        unknown = set(entry) - set(TENANT_SETTINGS)
+        if unknown:
+            raise ConfigError(
+                "retention_overrides",
+                path,
+                f"tenant {tenant!r}: unknown {sorted(unknown)}; allowed {list(TENANT_SETTINGS)}",
+            )
+        out[tenant] = {
+            name: parse_duration_ms(f"retention_overrides[{tenant}].{name}", str(value))
+            for name, value in entry.items()
+        }
+    return out
+
+
 def compactor_settings() -> list[dataclasses.Field[Any]]:
-    """The fields of CompactorConfig, in declaration order."""
-    return list(dataclasses.fields(CompactorConfig))
+    """The settable fields of CompactorConfig, in declaration order."""
+    return [f for f in dataclasses.fields(CompactorConfig) if f.init]
 
 
 def build_compactor_config(

@@ -153,7 +153,7 @@ class Compactor:
                     index.blocks.values(),
                     index.deletion_marks,
                     now_ms=now,
-                    config=self.config.planner_config,
+                    config=self.config.planner_config_for(tenant),
                 )
                 if not actions or self.stop.is_set():
                     return

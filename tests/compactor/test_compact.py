@@ -4,6 +4,7 @@ deletion after the delay, and the bucket index kept in line."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -226,3 +227,48 @@ def test_remote_read_answers_bit_identically_before_and_after_compaction(tmp_pat
         assert summary.merges == 3, summary.line()  # the overlap, then two 12 h ranges
         assert summary.downsamplings == 2, summary.line()
     assert remote_read() == before
+
+
+def test_a_tenant_override_shortens_its_raw_retention_only(
+    bucket: ObjectStore, tmp_path: Path
+) -> None:
+    overrides = tmp_path / "retention.json"
+    overrides.write_text(json.dumps({"short": {"retention_raw": "7d"}}))
+    metas = {}
+    for tenant in ("short", TENANT):
+        data = synthetic(T0, T0 + 2 * HOUR_MS, 60_000, NAMES[:1], specials=False)
+        [metas[tenant]] = put_windows(bucket, tmp_path, tenant, data)
+        newer = synthetic(T0 + 10 * DAY_MS, T0 + 10 * DAY_MS + 2 * HOUR_MS, 60_000, NAMES[:1])
+        put_windows(bucket, tmp_path, tenant, newer)
+
+    summary = compactor(bucket, tmp_path, retention_overrides=str(overrides)).run_pass(
+        now_ms=T0 + 10 * DAY_MS + 3 * HOUR_MS
+    )
+
+    assert summary.marked == 1, summary.line()
+    short = read_bucket_index(bucket, "short")
+    other = read_bucket_index(bucket, TENANT)
+    assert short is not None
+    assert other is not None
+    assert set(short.deletion_marks) == {metas["short"].block_id}
+    assert not other.deletion_marks
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ("[1, 2]", "JSON object of tenants"),
+        ('{"t": {"retention_raw": "soon"}}', "retention_overrides\\[t\\].retention_raw"),
+        ('{"t": {"delete_delay": "1d"}}', "unknown"),
+        ("{not json", "unreadable"),
+    ],
+)
+def test_a_bad_overrides_file_is_refused_with_the_reason(
+    tmp_path: Path, content: str, why: str
+) -> None:
+    from gateway.config import ConfigError
+
+    path = tmp_path / "retention.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=why):
+        CompactorConfig(retention_overrides=str(path))
