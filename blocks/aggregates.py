@@ -103,31 +103,32 @@ def downsample_raw(timestamps: np.ndarray, values: np.ndarray, resolution_ms: in
     )
 
 
-@_IEEE
 def downsample_aggregates(source: Aggregates, resolution_ms: int) -> Aggregates:
     """Coarser windows from finer aggregates (5 m to 1 h): equal to downsample_raw at once.
 
     `resolution_ms` must be a multiple of the source's resolution, so that every source
     window lies inside one coarser window. Each aggregate is made from its own kind only
-    (an Aggregates holding just one kind gives just that kind). Sums are float64 sums of
-    the finer sums, so they may differ from summing the raw values in their last bits.
+    (downsample_aggregate), so sums are float64 sums of the finer sums and may differ
+    from summing the raw values in their last bits.
     """
-    out: dict[Aggregate, Samples] = {}
-    for aggregate in Aggregate:
-        ts, v = _increasing(*source[aggregate])
-        starts = _window_starts(ts, resolution_ms)
-        ends = _window_ends(starts, len(ts))
-        if aggregate is Aggregate.COUNTER:
-            out[aggregate] = _counter_windows(ts, v, starts, ends)
-        elif aggregate is Aggregate.MIN:
-            out[aggregate] = (ts[ends], _window_min(v, starts))
-        elif aggregate is Aggregate.MAX:
-            out[aggregate] = (ts[ends], _window_max(v, starts))
-        elif aggregate is Aggregate.LAST:
-            out[aggregate] = (ts[ends], v[ends])
-        else:  # counts and sums add
-            out[aggregate] = (ts[ends], _window_sum(v, starts))
-    return Aggregates(out)
+    return Aggregates({a: downsample_aggregate(a, source[a], resolution_ms) for a in Aggregate})
+
+
+@_IEEE
+def downsample_aggregate(aggregate: Aggregate, samples: Samples, resolution_ms: int) -> Samples:
+    """Coarser windows of one aggregate's series, made from that series alone."""
+    ts, v = _increasing(*samples)
+    starts = _window_starts(ts, resolution_ms)
+    ends = _window_ends(starts, len(ts))
+    if aggregate is Aggregate.COUNTER:
+        return _counter_windows(ts, v, starts, ends)
+    if aggregate is Aggregate.MIN:
+        return ts[ends], _window_min(v, starts)
+    if aggregate is Aggregate.MAX:
+        return ts[ends], _window_max(v, starts)
+    if aggregate is Aggregate.LAST:
+        return ts[ends], v[ends]
+    return ts[ends], _window_sum(v, starts)  # counts and sums add
 
 
 @_IEEE

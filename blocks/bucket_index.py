@@ -70,7 +70,7 @@ class BucketIndex:
             "version": INDEX_VERSION,
             "tenant": self.tenant,
             "updatedMs": self.updated_ms,
-            "blocks": [json.loads(self.blocks[b].to_json()) for b in sorted(self.blocks)],
+            "blocks": [self.blocks[b].to_dict() for b in sorted(self.blocks)],
             "deletionMarks": {b: self.deletion_marks[b] for b in sorted(self.deletion_marks)},
         }
         return zstandard.ZstdCompressor(level=9).compress(json.dumps(doc).encode())
@@ -86,7 +86,7 @@ class BucketIndex:
                     f"{INDEX_VERSION})",
                     obj=INDEX_FILENAME,
                 )
-            metas = [BlockMeta.from_json(json.dumps(b).encode()) for b in doc["blocks"]]
+            metas = [BlockMeta.from_dict(b) for b in doc["blocks"]]
             return cls(
                 tenant=str(doc["tenant"]),
                 updated_ms=int(doc["updatedMs"]),
@@ -217,12 +217,28 @@ def rebuild_bucket_index(store: ObjectStore, tenant: str) -> BucketIndex:
 
 def mark_for_deletion(store: ObjectStore, tenant: str, block_id: str) -> BucketIndex:
     """Write the block's deletion mark (once; the first time counts), then index it."""
-    doc: dict[str, Any] = {"version": 1, "ulid": block_id, "deletionMs": _now_ms()}
-    store.put_if_absent(deletion_mark_key(tenant, block_id), json.dumps(doc).encode())
-    marked_ms = read_deletion_mark(store, tenant, block_id)
+    return mark_blocks_for_deletion(store, tenant, [block_id])
+
+
+def mark_blocks_for_deletion(
+    store: ObjectStore,
+    tenant: str,
+    block_ids: Iterable[str],
+    *,
+    after_first: Callable[[], None] | None = None,
+) -> BucketIndex:
+    """Write each block's deletion mark (once; the first time counts), then index them
+    all in one update. `after_first` runs after the first mark is written (a failpoint)."""
+    marks = {}
+    for number, block_id in enumerate(block_ids):
+        if number == 1 and after_first is not None:
+            after_first()
+        doc: dict[str, Any] = {"version": 1, "ulid": block_id, "deletionMs": _now_ms()}
+        store.put_if_absent(deletion_mark_key(tenant, block_id), json.dumps(doc).encode())
+        marks[block_id] = read_deletion_mark(store, tenant, block_id)
 
     def change(index: BucketIndex) -> BucketIndex:
-        return replace(index, deletion_marks=index.deletion_marks | {block_id: marked_ms})
+        return replace(index, deletion_marks=index.deletion_marks | marks)
 
     return update_bucket_index(store, tenant, change)
 

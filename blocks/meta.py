@@ -57,7 +57,11 @@ class BlockMeta:
 
     def to_json(self) -> bytes:
         """The meta.json bytes."""
-        doc: dict[str, Any] = {
+        return (json.dumps(self.to_dict(), indent=2) + "\n").encode()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The meta.json document, as the bucket index embeds it."""
+        return {
             "version": self.version,
             "ulid": self.block_id,
             "tenant": self.tenant,
@@ -68,13 +72,21 @@ class BlockMeta:
             "stats": asdict(self.stats),
             "externalLabels": dict(sorted(self.external_labels.items())),
         }
-        return (json.dumps(doc, indent=2) + "\n").encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> BlockMeta:
         """Parse meta.json; CorruptBlock if it is not one this version can read."""
         try:
             doc = json.loads(data)
+        except ValueError as exc:
+            raise CorruptBlock(f"meta.json unreadable: {exc!r}", obj=META_FILENAME) from None
+        return cls.from_dict(doc)
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> BlockMeta:
+        """The meta of a parsed meta.json document; CorruptBlock if this version cannot
+        read it."""
+        try:
             version = doc["version"]
             if version != FORMAT_VERSION:
                 raise CorruptBlock(

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from blocks.bucket_index import add_blocks, mark_for_deletion, remove_blocks
+from blocks.bucket_index import add_blocks, mark_blocks_for_deletion, remove_blocks
 from blocks.catalog import format_duration, format_time
 from blocks.failpoints import failpoint
 from blocks.meta import META_FILENAME, BlockMeta
@@ -58,18 +59,27 @@ class Executor:
         self.lease = lease
         self.metrics = metrics
 
-    def run(self, action: Action) -> None:
-        """Carry out one action; exceptions propagate (the plan is redone next round)."""
-        if isinstance(action, Merge):
-            self.merge(action)
-        elif isinstance(action, Downsample):
-            self.downsample(action)
-        elif isinstance(action, MarkForDeletion):
-            self.lease.renew()
-            mark_for_deletion(self.store, action.tenant, action.block.block_id)
-            self.metrics.blocks_marked.labels(action.reason).inc()
-        else:
-            self.delete(action)
+    def run(self, actions: Sequence[Action], on_start: Callable[[Action], None]) -> None:
+        """Carry out one plan's actions; exceptions propagate (the plan is redone next
+        round). Deletions and marks go first, each kind in one bucket-index update:
+        they touch no block a merge or downsampling of the same plan uses, and one index
+        update per block would cost more than the rewrites on a backlog."""
+        deletions = [a for a in actions if isinstance(a, Delete)]
+        marks = [a for a in actions if isinstance(a, MarkForDeletion)]
+        for batched in actions:
+            if isinstance(batched, Delete | MarkForDeletion):
+                on_start(batched)
+        if deletions:
+            self.delete(deletions)
+        if marks:
+            self.mark(marks)
+        for action in actions:
+            if isinstance(action, Merge):
+                on_start(action)
+                self.merge(action)
+            elif isinstance(action, Downsample):
+                on_start(action)
+                self.downsample(action)
 
     def merge(self, action: Merge) -> None:
         """Write, upload and index the merged block, then mark its sources."""
@@ -78,12 +88,14 @@ class Executor:
         meta = self._upload(written, "compact.merge")
         self.metrics.blocks_written.labels("merge").inc()
         self.metrics.blocks_merged.inc(len(action.sources))
-        for number, source in enumerate(action.sources):
-            if number == 1:
-                failpoint("compact.merge.after_first_mark")
-            self.lease.renew()
-            mark_for_deletion(self.store, action.tenant, source.block_id)
-            self.metrics.blocks_marked.labels("replaced").inc()
+        self.lease.renew()
+        mark_blocks_for_deletion(
+            self.store,
+            action.tenant,
+            [source.block_id for source in action.sources],
+            after_first=lambda: failpoint("compact.merge.after_first_mark"),
+        )
+        self.metrics.blocks_marked.labels("replaced").inc(len(action.sources))
         _log_written("merged", action.tenant, meta, written)
 
     def downsample(self, action: Downsample) -> None:
@@ -94,17 +106,27 @@ class Executor:
         self.metrics.blocks_downsampled.labels(f"{int(action.to) // 60_000}m").inc()
         _log_written("downsampled", action.tenant, meta, written)
 
-    def delete(self, action: Delete) -> None:
-        """Forget the block in the index, then delete it, meta.json first."""
-        tenant, block_id = action.tenant, action.block.block_id
+    def mark(self, actions: Sequence[MarkForDeletion]) -> None:
+        """Write the deletion marks of one tenant's blocks, indexed in one update."""
         self.lease.renew()
-        remove_blocks(self.store, tenant, [block_id])
+        mark_blocks_for_deletion(self.store, actions[0].tenant, [a.block.block_id for a in actions])
+        for action in actions:
+            self.metrics.blocks_marked.labels(action.reason).inc()
+
+    def delete(self, actions: Sequence[Delete]) -> None:
+        """Forget one tenant's blocks in the index (one update), then delete each,
+        meta.json first."""
+        tenant = actions[0].tenant
+        self.lease.renew()
+        remove_blocks(self.store, tenant, [a.block.block_id for a in actions])
         failpoint("compact.delete.after_unindex")
-        self.store.delete(f"{tenant}/{block_id}/{META_FILENAME}")
-        failpoint("compact.delete.after_meta")
-        delete_block(self.store, tenant, block_id)
-        self.metrics.blocks_deleted.inc()
-        log.info("deleted block tenant=%s block=%s reason=%s", tenant, block_id, action.reason)
+        for action in actions:
+            block_id = action.block.block_id
+            self.store.delete(f"{tenant}/{block_id}/{META_FILENAME}")
+            failpoint("compact.delete.after_meta")
+            delete_block(self.store, tenant, block_id)
+            self.metrics.blocks_deleted.inc()
+            log.info("deleted block tenant=%s block=%s reason=%s", tenant, block_id, action.reason)
 
     def _upload(self, written: Written, step: str) -> BlockMeta:
         """Upload and index a written block; `step` names its failpoints."""

@@ -22,7 +22,7 @@ from blocks.aggregates import (
     Aggregate,
     Aggregates,
     Samples,
-    downsample_aggregates,
+    downsample_aggregate,
     downsample_raw,
     join_counter,
     split_aggregate,
@@ -215,7 +215,8 @@ def write_downsample(
                 else:
                     aggregate = split_aggregate(source.reader.index.labels(series))[1]
                     assert aggregate is not None  # only aggregate series are outputs
-                    cache.put(series, _downsample_one(aggregate, (ts, values), resolution))
+                    coarse = downsample_aggregate(aggregate, (ts, values), resolution)
+                    cache.put(series, _only(aggregate, coarse))
             for key, series, aggregate in rows:
                 ts, values = cache.get(series)[aggregate]
                 writer.add_series(list(key), ts, values)
@@ -234,11 +235,10 @@ def write_downsample(
     return Written(meta, writer.final_dir, time.monotonic() - started, read)
 
 
-def _downsample_one(aggregate: Aggregate, samples: Samples, resolution: int) -> Aggregates:
-    """Coarser windows of one aggregate series: each aggregate needs only its own kind."""
+def _only(aggregate: Aggregate, samples: Samples) -> Aggregates:
+    """Aggregates holding one kind: what a 5 m series gives for its 1 h copy."""
     empty = _empty()
-    source = Aggregates({a: samples if a == aggregate else empty for a in Aggregate})
-    return downsample_aggregates(source, resolution)
+    return Aggregates({a: samples if a == aggregate else empty for a in Aggregate})
 
 
 class _AggregateCache:

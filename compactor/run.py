@@ -25,7 +25,7 @@ from compactor.config import CompactorConfig
 from compactor.execute import Executor, describe
 from compactor.lease import Lease, LeaseLost, new_holder
 from compactor.metrics import CompactorMetrics
-from compactor.planner import Delete, Downsample, MarkForDeletion, Merge, plan
+from compactor.planner import Action, Delete, Downsample, MarkForDeletion, Merge, plan
 
 log = logging.getLogger(__name__)
 
@@ -157,10 +157,7 @@ class Compactor:
                 )
                 if not actions or self.stop.is_set():
                     return
-                for number, action in enumerate(actions, 1):
-                    log.info("tenant=%s [%d/%d] %s", tenant, number, len(actions), describe(action))
-                    executor.run(action)
-                    _count(summary, action)
+                executor.run(actions, _ActionLog(tenant, len(actions), summary))
             log.warning("tenant=%s: plan still not empty after %d rounds", tenant, MAX_ROUNDS)
         except LeaseLost as exc:
             summary.busy.append(tenant)
@@ -183,6 +180,21 @@ class Compactor:
         ):
             log.info("bucket index differs from the listing, rebuilding tenant=%s", tenant)
             rebuild_bucket_index(self.store, tenant)
+
+
+class _ActionLog:
+    """Logs each action of a round as it starts (`[3/12] merge …`) and counts it."""
+
+    def __init__(self, tenant: str, total: int, summary: PassSummary) -> None:
+        self.tenant = tenant
+        self.total = total
+        self.summary = summary
+        self.started = 0
+
+    def __call__(self, action: Action) -> None:
+        self.started += 1
+        log.info("tenant=%s [%d/%d] %s", self.tenant, self.started, self.total, describe(action))
+        _count(self.summary, action)
 
 
 def _count(summary: PassSummary, action: object) -> None:
