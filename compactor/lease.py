@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from blocks.errors import NotFound, StrataError
 from blocks.objstore.base import ObjectStore
+from gateway.tenants import check_tenant
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,9 @@ class LeaseLost(StrataError):
 
 
 def lease_key(tenant: str) -> str:
-    """Where a tenant's compactor lease lives."""
-    return f"{tenant}/{LEASE_FILENAME}"
+    """Where a tenant's compactor lease lives. The tenant comes from a bucket listing,
+    which holds whatever anyone wrote there: checked like a tenant from a request."""
+    return f"{check_tenant(tenant)}/{LEASE_FILENAME}"
 
 
 def new_holder() -> str:

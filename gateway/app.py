@@ -17,6 +17,7 @@ from blocks.errors import StrataError, Unavailable
 from blocks.meta import META_FILENAME, BlockMeta
 from blocks.objstore.factory import open_store
 from blocks.objstore.local import LocalStore
+from gateway.auth import Access, install_auth
 from gateway.config import GatewayConfig
 from gateway.decode import check_content_headers, decode_write_request, decompress_snappy
 from gateway.head import Head
@@ -36,6 +37,13 @@ log = logging.getLogger(__name__)
 
 WRITE_PATHS = ("/api/v1/write", "/api/v1/push", "/api/v1/receive")
 FLUSH_PATH = "/api/v1/admin/flush"
+# What each data endpoint asks of a credential when authentication is on; flush cuts
+# every tenant's head, so it is an admin's.
+AUTH_ROUTES = {
+    **dict.fromkeys(WRITE_PATHS, Access.WRITE),
+    READ_PATH: Access.READ,
+    FLUSH_PATH: Access.ADMIN,
+}
 
 
 class Gateway:
@@ -137,8 +145,8 @@ def remove_partial_blocks(upload_dir: Path) -> None:
 
 
 def create_app(config: GatewayConfig, registry: CollectorRegistry) -> FastAPI:
-    """The gateway's ASGI app; the WAL is replayed in the background at start-up."""
-    gateway = Gateway(config, registry)
+    """The gateway's ASGI app; the WAL is replayed in the background at start-up.
+    ConfigError for a bad auth file, before anything is opened."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -158,6 +166,8 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry) -> FastAPI:
             await asyncio.to_thread(gateway.stop)
 
     app = FastAPI(title="Strata", lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_auth(app, config, registry, AUTH_ROUTES)
+    gateway = Gateway(config, registry)
     app.state.gateway = gateway
 
     install_error_handlers(app)

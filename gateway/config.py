@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from blocks.errors import StrataError
+from blocks.errors import InvalidRequest, StrataError
+from gateway.tenants import check_tenant
 from querier.limits import QueryLimits
 
 MIB = 1 << 20
@@ -42,6 +43,22 @@ class GatewayConfig:
     default_tenant: str = field(
         default="default", metadata=_help("tenant for requests without X-Scope-OrgID")
     )
+    auth_file: str = field(
+        default="",
+        metadata=_help(
+            "JSON file of bearer tokens and basic-auth users and the tenants each may write "
+            "and read (docs/security.md); empty: no authentication"
+        ),
+    )
+    auth_metrics: bool = field(
+        default=False,
+        metadata=_help("with auth_file set, /metrics also needs a valid credential"),
+    )
+    tls_cert_file: str = field(
+        default="",
+        metadata=_help("PEM certificate (chain) to serve HTTPS with; empty: plain HTTP"),
+    )
+    tls_key_file: str = field(default="", metadata=_help("PEM private key of tls_cert_file"))
     wal_fsync: bool = field(
         default=True,
         metadata=_help("fsync the WAL before answering 2xx (off breaks the durability contract)"),
@@ -175,6 +192,16 @@ class GatewayConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(name, getattr(self, name), "must be positive")
         listen_host_port(self.listen)
+        try:
+            check_tenant(self.default_tenant)
+        except InvalidRequest as exc:
+            raise ConfigError("default_tenant", self.default_tenant, exc.reason) from None
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError(
+                "tls_key_file" if self.tls_cert_file else "tls_cert_file",
+                "",
+                "tls_cert_file and tls_key_file are set together",
+            )
 
     @property
     def query_limits(self) -> QueryLimits:

@@ -16,6 +16,10 @@ from blocks.errors import RequestTooLarge, StrataError, Unavailable
 
 log = logging.getLogger(__name__)
 
+HEALTHY_PATH = "/-/healthy"
+READY_PATH = "/-/ready"
+METRICS_PATH = "/metrics"
+
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes `limit` bytes."""
@@ -58,17 +62,17 @@ def install_error_handlers(app: FastAPI) -> None:
 def add_status_routes(app: FastAPI, registry: CollectorRegistry, ready: Callable[[], bool]) -> None:
     """/-/healthy (the process answers), /-/ready (it does its job), /metrics."""
 
-    @app.get("/-/healthy", include_in_schema=False)
+    @app.get(HEALTHY_PATH, include_in_schema=False)
     async def healthy() -> Response:
         return PlainTextResponse("Strata is Healthy.\n")
 
-    @app.get("/-/ready", include_in_schema=False)
+    @app.get(READY_PATH, include_in_schema=False)
     async def is_ready() -> Response:
         if ready():
             return PlainTextResponse("Strata is Ready.\n")
         return PlainTextResponse("Strata is not ready.\n", status_code=503)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get(METRICS_PATH, include_in_schema=False)
     async def metrics() -> Response:
         # A route, not a mounted app: a mount answers /metrics with a redirect to /metrics/.
         body = await asyncio.to_thread(generate_latest, registry)

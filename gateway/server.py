@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import ssl
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -10,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from blocks.objstore.factory import bucket_label
 from gateway.app import Gateway, create_app
-from gateway.config import GatewayConfig, listen_host_port
+from gateway.config import ConfigError, GatewayConfig, listen_host_port
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +31,32 @@ class GatewayServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def check_tls_files(config: GatewayConfig) -> None:
+    """When a certificate is configured, load it with its key now, so that a bad file is
+    a ConfigError naming it rather than a traceback from the server."""
+    if not config.tls_cert_file:
+        return
+    for key, path in (
+        ("tls_cert_file", config.tls_cert_file),
+        ("tls_key_file", config.tls_key_file),
+    ):
+        if not Path(path).is_file():
+            raise ConfigError(key, path, "no such file")
+    try:
+        # An empty password: an encrypted key fails here instead of prompting on a terminal.
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+            config.tls_cert_file, config.tls_key_file, password=lambda: b""
+        )
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            "tls_cert_file", config.tls_cert_file, f"does not load with tls_key_file: {exc}"
+        ) from None
+
+
 def serve(config: GatewayConfig, *, query_only: bool = False) -> int:
     """Serve until a stop signal (`strata serve`, or `strata query` with query_only)."""
     host, port = listen_host_port(config.listen)
+    check_tls_files(config)
     if query_only:
         from querier.app import create_query_app
 
@@ -46,14 +71,25 @@ def serve(config: GatewayConfig, *, query_only: bool = False) -> int:
         access_log=False,
         timeout_graceful_shutdown=int(config.shutdown_timeout_s),
         lifespan="on",
+        ssl_certfile=config.tls_cert_file or None,
+        ssl_keyfile=config.tls_key_file or None,
     )
+    scheme = "https" if config.tls_cert_file else "http"
     if query_only:
         server: uvicorn.Server = uvicorn.Server(uv_config)
         log.info(
-            "strata querier serving listen=%s bucket=%s", config.listen, bucket_label(config.bucket)
+            "strata querier serving listen=%s scheme=%s bucket=%s",
+            config.listen,
+            scheme,
+            bucket_label(config.bucket),
         )
     else:
         server = GatewayServer(uv_config, app.state.gateway)
-        log.info("strata serving listen=%s data_dir=%s", config.listen, config.data_dir)
+        log.info(
+            "strata serving listen=%s scheme=%s data_dir=%s",
+            config.listen,
+            scheme,
+            config.data_dir,
+        )
     server.run()
     return 0

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from blocks.objstore.base import ObjectStore
 from blocks.objstore.factory import open_existing_store
+from gateway.auth import Access, install_auth
 from gateway.config import GatewayConfig
 from gateway.http import add_status_routes, install_error_handlers
 from querier.engine import Engine, LocalView
@@ -69,6 +70,7 @@ def create_query_app(config: GatewayConfig, registry: CollectorRegistry) -> Fast
 
     app = FastAPI(title="Strata querier", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    install_auth(app, config, registry, {READ_PATH: Access.READ})
 
     app.add_api_route(READ_PATH, reader.endpoint, methods=["POST"], include_in_schema=False)
     add_status_routes(app, registry, lambda: True)
