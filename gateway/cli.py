@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_setting_flags(compact, fields=compactor_settings())
     add_inspect_parser(commands)
+    from gateway.cli_tools import add_tool_parsers  # it builds on this module's helpers
+
+    add_tool_parsers(commands)
     return parser
 
 
@@ -235,6 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_inspect(args)
     if args.command == "compact":
         return run_compact(args)
+    if args.command in ("verify", "import"):
+        from gateway.cli_tools import run_tool
+
+        return run_tool(args)
     return 2
 
 
