@@ -104,6 +104,19 @@ def encode_page(counts: np.ndarray, timestamps: np.ndarray, values: np.ndarray) 
 
 def decode_page(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inverse of encode_page: (counts, timestamps, values) of all chunks of the page."""
+    return decode_page_chunks(data, None)
+
+
+def decode_page_chunks(
+    data: bytes, slots: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(counts, timestamps, values) of the chunks at `slots` of the page (sorted, unique
+    positions; None: all), in slot order.
+
+    The whole page is decompressed (one zstd frame), but only the wanted chunks' bytes
+    are taken from the planes and decoded: a query wanting a few series of a page pays
+    for those, not for the page's other chunks.
+    """
     body = decompress(data, limit=MAX_PAGE_BYTES, what="chunk page")
     if len(body) < PAGE_HEADER.size:
         raise CorruptBlock("page shorter than its header")
@@ -121,8 +134,17 @@ def decode_page(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     runs = counts.astype(np.int64)
     if int(runs.sum()) != n:
         raise CorruptBlock("page chunk sizes do not add up")
-    ts = undelta_of_delta(unzigzag(from_planes(body, n, pos)), runs)
-    words = from_planes(body, n, pos + 8 * n)
+    if slots is None:
+        ts_words = from_planes(body, n, pos)
+        words = from_planes(body, n, pos + 8 * n)
+    else:
+        if len(slots) and (int(slots[-1]) >= n_chunks or int(slots[0]) < 0):
+            raise CorruptBlock(f"chunk slot out of the page's {n_chunks} chunks")
+        picked = _sample_positions(runs, slots)
+        ts_words = _planes_at(body, n, pos, picked)
+        words = _planes_at(body, n, pos + 8 * n, picked)
+        counts, scales, runs = counts[slots], scales[slots], runs[slots]
+    ts = undelta_of_delta(unzigzag(ts_words), runs)
     per_sample_scale = np.repeat(scales, runs)
     decimal = per_sample_scale != VALUE_XOR
     if (per_sample_scale[decimal] > MAX_DECIMAL_SCALE).any():
@@ -133,3 +155,22 @@ def decode_page(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     decoded = bits.view(np.float64).copy()
     decoded[decimal] = mantissas[decimal].astype(np.float64) / factors
     return counts, ts, decoded
+
+
+def _sample_positions(runs: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """Positions in the page of every sample of the chunks at `slots`."""
+    starts = np.zeros(len(runs) + 1, dtype=np.int64)
+    np.cumsum(runs, out=starts[1:])
+    lengths = runs[slots]
+    firsts = starts[slots]
+    # Each wanted run as consecutive positions: a running count, restarted per run.
+    offsets = np.arange(int(lengths.sum()), dtype=np.int64)
+    run_begin = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out: np.ndarray = np.repeat(firsts, lengths) + offsets - run_begin
+    return out
+
+
+def _planes_at(body: bytes, n: int, offset: int, picked: np.ndarray) -> np.ndarray:
+    """The words at positions `picked` of the n words stored as byte planes at `offset`."""
+    planes = np.frombuffer(body, np.uint8, n * 8, offset).reshape(8, n)
+    return planes[:, picked].T.copy().view("<u8").ravel().astype(np.uint64, copy=False)

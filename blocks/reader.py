@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from blocks.chunk_page import decode_page
+from blocks.chunk_page import decode_page_chunks
 from blocks.errors import CorruptBlock
 from blocks.index import BlockIndex, decode_index
 from blocks.meta import INDEX_FILENAME, META_FILENAME, BlockMeta
@@ -54,21 +54,32 @@ class BlockReader:
     ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """Samples with mint <= t <= maxt of each series (inclusive bounds, time-sorted)."""
         index = self.index
-        wanted: dict[int, list[int]] = {}
+        wanted: dict[int, np.ndarray] = {}
         for series in series_ids:
             lo, hi = index.chunk_range(series)
             overlap = (index.chunks.maxt[lo:hi] >= mint) & (index.chunks.mint[lo:hi] <= maxt)
-            wanted[series] = [lo + int(r) for r in np.flatnonzero(overlap)]
-        pages = sorted({int(index.chunks.page[r]) for rows in wanted.values() for r in rows})
-        decoded = self._fetch_pages(pages)
+            wanted[series] = lo + np.flatnonzero(overlap)
+        rows = np.concatenate(list(wanted.values())) if wanted else np.zeros(0, dtype=np.int64)
+        pages = index.chunks.page[rows].astype(np.int64)
+        slots = index.chunks.slot[rows].astype(np.int64)
+        # Per page, the slots of the chunks wanted there: only those are decoded.
+        page_slots: dict[int, np.ndarray] = {}
+        if len(rows):
+            order = np.lexsort((slots, pages))
+            keys = pages[order]
+            bounds = np.flatnonzero(np.diff(keys)) + 1
+            for group in np.split(order, bounds):
+                page_slots[int(pages[group[0]])] = np.unique(slots[group])
+        decoded = self._fetch_pages(page_slots)
         out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for series, chunk_rows in wanted.items():
             ts_parts: list[np.ndarray] = []
             value_parts: list[np.ndarray] = []
-            for row in chunk_rows:
-                page_ts, page_values, starts = decoded[int(index.chunks.page[row])]
-                slot = int(index.chunks.slot[row])
-                begin, end = int(starts[slot]), int(starts[slot + 1])
+            for row in chunk_rows.tolist():
+                page = int(index.chunks.page[row])
+                page_ts, page_values, starts, page_slot_list = decoded[page]
+                at = int(np.searchsorted(page_slot_list, int(index.chunks.slot[row])))
+                begin, end = int(starts[at]), int(starts[at + 1])
                 if end - begin != int(index.chunks.samples[row]):
                     raise CorruptBlock(
                         "chunk size differs from the index", block_id=self.meta.block_id
@@ -82,11 +93,13 @@ class BlockReader:
         return out
 
     def _fetch_pages(
-        self, pages: list[int]
-    ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Decoded pages: page -> (timestamps, values, chunk start offsets)."""
+        self, page_slots: dict[int, np.ndarray]
+    ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Decoded chunks per page: page -> (timestamps, values, chunk start offsets, slots),
+        holding only the chunks at the page's wanted slots, in slot order."""
         refs = self.index.pages
-        decoded: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        decoded: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        pages = sorted(page_slots)
         for group in coalesce(pages, refs.segment, refs.offset, refs.length):
             segment = int(refs.segment[group[0]])
             start = int(refs.offset[group[0]])
@@ -100,10 +113,13 @@ class BlockReader:
                 )
             for page in group:
                 offset = int(refs.offset[page]) - start
-                counts, ts, values = decode_page(data[offset : offset + int(refs.length[page])])
+                slots = page_slots[page]
+                counts, ts, values = decode_page_chunks(
+                    data[offset : offset + int(refs.length[page])], slots
+                )
                 starts = np.zeros(len(counts) + 1, dtype=np.int64)
                 starts[1:] = np.cumsum(counts, dtype=np.int64)
-                decoded[page] = (ts, values, starts)
+                decoded[page] = (ts, values, starts, slots)
         return decoded
 
 

@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blocks.chunk_page import VALUE_XOR, decimal_scales, decode_page, encode_page
+from blocks.chunk_page import (
+    VALUE_XOR,
+    decimal_scales,
+    decode_page,
+    decode_page_chunks,
+    encode_page,
+)
 from blocks.errors import CorruptBlock
 from tests.support.values import STALE_NAN
 
@@ -93,3 +99,28 @@ def test_damaged_page_raises_corrupt_block(damage: str) -> None:
     page = encode_page(np.array([3]), np.array([1, 2, 3]), np.array([1.0, 2.0, 3.0]))
     with pytest.raises(CorruptBlock):
         decode_page(DAMAGE[damage](page))
+
+
+@given(pages(), st.data())
+@settings(max_examples=200, deadline=None)
+def test_decoding_some_chunks_gives_their_slices_of_the_whole_page(
+    page: tuple[np.ndarray, np.ndarray, np.ndarray], data: st.DataObject
+) -> None:
+    counts, ts, values = page
+    encoded = encode_page(counts, ts, values)
+    slots = st.integers(0, max(len(counts) - 1, 0))
+    wanted = sorted(data.draw(st.sets(slots, max_size=len(counts)))) if len(counts) else []
+    got_counts, got_ts, got_values = decode_page_chunks(encoded, np.array(wanted, dtype=np.int64))
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64).tolist()
+    assert got_counts.tolist() == [int(counts[s]) for s in wanted]
+    want_ts = [ts[starts[s] : starts[s + 1]] for s in wanted]
+    want_values = [values[starts[s] : starts[s + 1]] for s in wanted]
+    assert got_ts.tolist() == (np.concatenate(want_ts).tolist() if wanted else [])
+    expected_bits = bits(np.concatenate(want_values)) if wanted else np.zeros(0, np.uint64)
+    assert bits(got_values).tolist() == expected_bits.tolist()
+
+
+def test_a_slot_past_the_page_is_corruption() -> None:
+    page = encode_page(np.array([2], dtype=np.uint32), np.array([1, 2]), np.array([1.0, 2.0]))
+    with pytest.raises(CorruptBlock, match="slot"):
+        decode_page_chunks(page, np.array([1]))
