@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
+from blocks.chunk_cache import ChunkCache
 from blocks.chunk_page import decode_page_chunks
 from blocks.errors import CorruptBlock
 from blocks.index import BlockIndex, decode_index
@@ -43,8 +44,10 @@ class BlockReader:
         *,
         meta: BlockMeta | None = None,
         index: BlockIndex | None = None,
+        cache: ChunkCache | None = None,
     ) -> None:
         self.source = source
+        self.cache = cache
         self.prefix = prefix.rstrip("/")
         self.meta = meta or BlockMeta.from_json(source.get(f"{self.prefix}/{META_FILENAME}"))
         self.index = index or decode_index(source.get(f"{self.prefix}/{INDEX_FILENAME}"))
@@ -60,37 +63,51 @@ class BlockReader:
             overlap = (index.chunks.maxt[lo:hi] >= mint) & (index.chunks.mint[lo:hi] <= maxt)
             wanted[series] = lo + np.flatnonzero(overlap)
         rows = np.concatenate(list(wanted.values())) if wanted else np.zeros(0, dtype=np.int64)
-        pages = index.chunks.page[rows].astype(np.int64)
-        slots = index.chunks.slot[rows].astype(np.int64)
-        # Per page, the slots of the chunks wanted there: only those are decoded.
-        page_slots: dict[int, np.ndarray] = {}
-        if len(rows):
-            order = np.lexsort((slots, pages))
-            keys = pages[order]
-            bounds = np.flatnonzero(np.diff(keys)) + 1
-            for group in np.split(order, bounds):
-                page_slots[int(pages[group[0]])] = np.unique(slots[group])
-        decoded = self._fetch_pages(page_slots)
+        chunks = self._chunks(
+            index.chunks.page[rows].astype(np.int64), index.chunks.slot[rows].astype(np.int64)
+        )
         out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for series, chunk_rows in wanted.items():
             ts_parts: list[np.ndarray] = []
             value_parts: list[np.ndarray] = []
             for row in chunk_rows.tolist():
-                page = int(index.chunks.page[row])
-                page_ts, page_values, starts, page_slot_list = decoded[page]
-                at = int(np.searchsorted(page_slot_list, int(index.chunks.slot[row])))
-                begin, end = int(starts[at]), int(starts[at + 1])
-                if end - begin != int(index.chunks.samples[row]):
+                ts, values = chunks[(int(index.chunks.page[row]), int(index.chunks.slot[row]))]
+                if len(ts) != int(index.chunks.samples[row]):
                     raise CorruptBlock(
                         "chunk size differs from the index", block_id=self.meta.block_id
                     )
-                ts_parts.append(page_ts[begin:end])
-                value_parts.append(page_values[begin:end])
+                ts_parts.append(ts)
+                value_parts.append(values)
             ts = np.concatenate(ts_parts) if ts_parts else np.zeros(0, dtype=np.int64)
             values = np.concatenate(value_parts) if value_parts else np.zeros(0)
             keep = (ts >= mint) & (ts <= maxt)
             out[series] = (ts[keep], values[keep])
         return out
+
+    def _chunks(
+        self, pages: np.ndarray, slots: np.ndarray
+    ) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
+        """The decoded chunks at (page, slot), from the cache or fetched and decoded."""
+        found: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        missing: dict[int, set[int]] = {}
+        block_id = self.meta.block_id
+        for page, slot in zip(pages.tolist(), slots.tolist(), strict=True):
+            if (page, slot) in found:
+                continue
+            cached = self.cache.get((block_id, page, slot)) if self.cache is not None else None
+            if cached is None:
+                missing.setdefault(page, set()).add(slot)
+            else:
+                found[(page, slot)] = cached
+        page_slots = {page: np.array(sorted(s), dtype=np.int64) for page, s in missing.items()}
+        for page, (ts, values, starts, wanted) in self._fetch_pages(page_slots).items():
+            for at, slot in enumerate(wanted.tolist()):
+                begin, end = int(starts[at]), int(starts[at + 1])
+                chunk = (ts[begin:end], values[begin:end])
+                found[(page, slot)] = chunk
+                if self.cache is not None:
+                    self.cache.put((block_id, page, slot), chunk)
+        return found
 
     def _fetch_pages(
         self, page_slots: dict[int, np.ndarray]

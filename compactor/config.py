@@ -1,4 +1,5 @@
-"""`strata compact` settings: one frozen object built once from flags and STRATA_* variables.
+"""`strata compact` settings: one frozen object built once from flags, STRATA_* variables and
+the `compact:` section of the config file.
 
 Durations are written the way Prometheus writes them (`30d`, `40h`, `1h30m`, `0`), so a
 retention reads as a retention; `planner_config` turns them into milliseconds.
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from compactor.planner import PlannerConfig
-from gateway.config import ConfigError, listen_host_port, parse_value
+from gateway.config import ConfigError, FileValue, build_settings, listen_host_port
 
 _UNITS_MS = {
     "ms": 1,
@@ -48,6 +49,13 @@ def parse_duration_ms(key: str, text: str) -> int:
 
 # Settings of type str that are not durations.
 _NOT_DURATIONS = ("bucket_url", "listen", "log_level", "retention_overrides")
+
+
+def is_duration(f: dataclasses.Field[Any]) -> bool:
+    """Whether a CompactorConfig field is a duration written like `30d`."""
+    return f.init and f.type == "str" and f.name not in _NOT_DURATIONS
+
+
 # What a tenant's entry in the overrides file may set.
 TENANT_SETTINGS = ("retention_raw", "retention_5m", "retention_1h")
 
@@ -111,7 +119,7 @@ class CompactorConfig:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            if f.init and f.type == "str" and f.name not in _NOT_DURATIONS:
+            if is_duration(f):
                 parse_duration_ms(f.name, getattr(self, f.name))
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError("log_level", self.log_level, "must be debug, info, warning or error")
@@ -200,14 +208,9 @@ def compactor_settings() -> list[dataclasses.Field[Any]]:
 
 
 def build_compactor_config(
-    flags: Mapping[str, str | None], environ: Mapping[str, str] = os.environ
+    flags: Mapping[str, str | None],
+    environ: Mapping[str, str] = os.environ,
+    file_values: Mapping[str, FileValue] | None = None,
 ) -> CompactorConfig:
-    """Flags win over STRATA_* environment, which wins over defaults."""
-    values: dict[str, object] = {}
-    for f in compactor_settings():
-        raw = flags.get(f.name)
-        if raw is None:
-            raw = environ.get("STRATA_" + f.name.upper())
-        if raw is not None:
-            values[f.name] = parse_value(f.name, raw, f.default)
-    return CompactorConfig(**values)  # type: ignore[arg-type]
+    """Flags win over STRATA_* environment, over the config file, over defaults."""
+    return build_settings(CompactorConfig, compactor_settings(), flags, environ, file_values)

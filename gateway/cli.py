@@ -29,7 +29,8 @@ from blocks.errors import StrataError, Unavailable
 from blocks.objstore.base import ObjectStore
 from blocks.objstore.factory import bucket_label, open_existing_store
 from compactor.config import build_compactor_config, compactor_settings
-from gateway.config import ConfigError, GatewayConfig, build_config, settings
+from gateway.config import ConfigError, FileValue, GatewayConfig, build_config, settings
+from gateway.config_file import CONFIG_ENV, load_config_file
 from gateway.tenants import check_tenant
 
 T = TypeVar("T")
@@ -56,6 +57,7 @@ QUERY_SETTINGS = (
     "query_max_frame_bytes",
     "query_downsampled",
     "index_cache_bytes",
+    "chunk_cache_bytes",
     "bucket_index_refresh_s",
     "bucket_index_max_age_s",
     "shutdown_timeout_s",
@@ -69,7 +71,14 @@ def add_setting_flags(
     fields: Sequence[dataclasses.Field[Any]] | None = None,
 ) -> None:
     """One --flag per GatewayConfig field (or per field named in `only`, or per one of
-    `fields` of another settings class), help from the field."""
+    `fields` of another settings class), help from the field; and --config FILE."""
+    if "--config" not in parser._option_string_actions:
+        parser.add_argument(
+            "--config",
+            metavar="FILE",
+            help=f"YAML file of settings (env {CONFIG_ENV}; docs/configuration.md); "
+            "flags and STRATA_* variables win over it",
+        )
     for f in settings() if fields is None else fields:
         if only and f.name not in only:
             continue
@@ -91,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="run the gateway: remote_write in, WAL, head, blocks out, remote_read",
-        description="Run the gateway. With no flags it keeps everything under ./data.",
+        description="Run the gateway. With no flags it keeps everything under ./data. "
+        "Every setting is a flag, a STRATA_* variable and a key of the --config file, in "
+        "that order of precedence (docs/configuration.md).",
     )
     add_setting_flags(serve)
     query = commands.add_parser(
@@ -118,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli_tools import add_tool_parsers  # it builds on this module's helpers
 
     add_tool_parsers(commands)
+    from gateway.config_check import add_config_parser
+
+    add_config_parser(commands)
     return parser
 
 
@@ -216,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("serve", "query"):
         try:
             if args.command == "serve":
-                config = build_config(vars(args))
+                config = build_config(*_only(args, [f.name for f in settings()]))
             else:
                 config = build_config(*_only(args, QUERY_SETTINGS))
         except ConfigError as exc:
@@ -242,6 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.cli_tools import run_tool
 
         return run_tool(args)
+    if args.command == "config":
+        from gateway.config_check import run_config
+
+        return run_config(args)
     return 2
 
 
@@ -249,7 +267,8 @@ def run_compact(args: argparse.Namespace) -> int:
     """`strata compact`: 0 when every tenant was compacted, 1 otherwise."""
     try:
         flags = {f.name: getattr(args, f.name) for f in compactor_settings()}
-        config = build_compactor_config(flags)
+        file = load_config_file(args.config)
+        config = build_compactor_config(flags, os.environ, file.compact_values() if file else None)
     except ConfigError as exc:
         print(f"strata: {exc}", file=sys.stderr)
         return 2
@@ -266,21 +285,23 @@ def run_compact(args: argparse.Namespace) -> int:
 
 
 def inspect_config(args: argparse.Namespace) -> GatewayConfig:
-    """Settings from the inspect flags and their STRATA_* variables only.
+    """Settings from the inspect flags, their STRATA_* variables and config-file keys only.
 
-    The serving settings' variables, set for the gateway in the same environment, are
-    not read: a bad one of them must not stop a look into the bucket.
+    The serving settings' variables and keys, set for the gateway in the same environment
+    or file, are not read: a bad one of them must not stop a look into the bucket.
     """
     return build_config(*_only(args, INSPECT_SETTINGS))
 
 
 def _only(
     args: argparse.Namespace, names: Collection[str]
-) -> tuple[dict[str, str | None], dict[str, str]]:
-    """The flags and STRATA_* variables of just these settings."""
+) -> tuple[dict[str, str | None], dict[str, str], dict[str, FileValue]]:
+    """The flags, STRATA_* variables and config file values of just these settings."""
     flags = {name: getattr(args, name) for name in names}
     variables = {"STRATA_" + name.upper() for name in names}
-    return flags, {k: v for k, v in os.environ.items() if k in variables}
+    file = load_config_file(getattr(args, "config", None))
+    written = {k: v for k, v in file.serve.items() if k in names} if file else {}
+    return flags, {k: v for k, v in os.environ.items() if k in variables}, written
 
 
 def run_inspect(args: argparse.Namespace) -> int:

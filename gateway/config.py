@@ -1,4 +1,5 @@
-"""Gateway settings: one frozen object built once from flags and STRATA_* environment.
+"""Gateway settings: one frozen object built once from flags, STRATA_* environment and
+the YAML config file (gateway/config_file.py), in that order of precedence.
 
 Every field has a default that lets `strata serve` run with no configuration at all.
 The `help` of each field is what `strata serve --help` prints.
@@ -8,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from blocks.errors import InvalidRequest, StrataError
 from gateway.tenants import check_tenant
@@ -20,12 +21,51 @@ from querier.limits import QueryLimits
 MIB = 1 << 20
 
 
-class ConfigError(StrataError):
-    """A setting has a value Strata cannot use; names the key and the reason."""
+T = TypeVar("T")
 
-    def __init__(self, key: str, value: object, why: str) -> None:
+
+class ConfigError(StrataError):
+    """A setting has a value Strata cannot use; names the key and the reason, and where
+    the value was written when it came from the config file (`FILE:LINE`)."""
+
+    def __init__(self, key: str, value: object, why: str, *, where: str = "") -> None:
         self.key = key
-        super().__init__(f"invalid setting {key}={value!r}: {why}")
+        self.value = value
+        self.why = why
+        self.where = where
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        """One line: `invalid setting KEY=VALUE: WHY`, or `FILE:LINE: KEY: WHY (got VALUE)`
+        for a value from the config file (no key for a problem of the whole file)."""
+        if not self.where:
+            return f"invalid setting {self.key}={self.value!r}: {self.why}"
+        line = f"{self.where}: {self.key}: {self.why}" if self.key else f"{self.where}: {self.why}"
+        return line if self.value is None else f"{line} (got {self.value!r})"
+
+    def at(self, where: str, key: str = "") -> ConfigError:
+        """The same problem, located in the config file (under the key as the file writes
+        it, `compact.retention_raw`); itself when `where` is empty or already known."""
+        if not where or self.where:
+            return self
+        return ConfigError(key or self.key, self.value, self.why, where=where)
+
+
+@dataclass(frozen=True, slots=True)
+class FileValue:
+    """A setting's value as the config file writes it, read like its STRATA_* variable."""
+
+    text: str
+    where: str
+    """`FILE:LINE` of the key, for error messages."""
+    key: str
+    """The key as the file writes it, with its section: `compact.retention_raw`."""
+
+    def locate(self, exc: ConfigError) -> ConfigError:
+        """A problem with this value, named by its key and line in the file."""
+        # `retention_overrides[t].retention_raw` keeps its tail after the key.
+        tail = exc.key[len(exc.key.partition("[")[0]) :]
+        return exc.at(self.where, self.key + tail)
 
 
 def _help(text: str) -> dict[str, str]:
@@ -153,6 +193,10 @@ class GatewayConfig:
             "allow (off: raw blocks only)"
         ),
     )
+    chunk_cache_bytes: int = field(
+        default=64 * MIB,
+        metadata=_help("memory for decoded chunks kept between queries (0: none)"),
+    )
     index_cache_bytes: int = field(
         default=64 * MIB, metadata=_help("memory for decoded block indexes kept between queries")
     )
@@ -269,15 +313,49 @@ def parse_value(key: str, raw: str, default: object) -> object:
     return raw
 
 
-def build_config(
-    flags: Mapping[str, str | None], environ: Mapping[str, str] = os.environ
-) -> GatewayConfig:
-    """Flags win over STRATA_* environment, which wins over defaults."""
+def env_var(name: str) -> str:
+    """The environment variable of a setting: STRATA_ and its name in capitals."""
+    return "STRATA_" + name.upper()
+
+
+def build_settings(
+    make: Callable[..., T],
+    fields: Sequence[dataclasses.Field[Any]],
+    flags: Mapping[str, str | None],
+    environ: Mapping[str, str],
+    file_values: Mapping[str, FileValue] | None,
+) -> T:
+    """Flags win over STRATA_* environment, which wins over the config file, which wins over
+    the defaults; a ConfigError about a value from the file says where it is written."""
     values: dict[str, object] = {}
-    for f in settings():
+    from_file: dict[str, FileValue] = {}
+    for f in fields:
         raw = flags.get(f.name)
         if raw is None:
-            raw = environ.get("STRATA_" + f.name.upper())
+            raw = environ.get(env_var(f.name))
+        if raw is None and file_values and f.name in file_values:
+            from_file[f.name] = file_values[f.name]
+            raw = from_file[f.name].text
         if raw is not None:
-            values[f.name] = parse_value(f.name, raw, f.default)
-    return GatewayConfig(**values)  # type: ignore[arg-type]
+            try:
+                values[f.name] = parse_value(f.name, raw, f.default)
+            except ConfigError as exc:
+                raise _located(exc, from_file) from None
+    try:
+        return make(**values)
+    except ConfigError as exc:
+        raise _located(exc, from_file) from None
+
+
+def _located(exc: ConfigError, from_file: Mapping[str, FileValue]) -> ConfigError:
+    written = from_file.get(exc.key.partition("[")[0])
+    return written.locate(exc) if written else exc
+
+
+def build_config(
+    flags: Mapping[str, str | None],
+    environ: Mapping[str, str] = os.environ,
+    file_values: Mapping[str, FileValue] | None = None,
+) -> GatewayConfig:
+    """Flags win over STRATA_* environment, over the config file, over defaults."""
+    return build_settings(GatewayConfig, settings(), flags, environ, file_values)

@@ -43,6 +43,7 @@ def build_read_handler(
         index_refresh_s=config.bucket_index_refresh_s,
         index_max_age_ms=int(config.bucket_index_max_age_s * 1000),
         downsampled=config.query_downsampled,
+        chunk_cache_bytes=config.chunk_cache_bytes,
     )
     return ReadHandler(
         engine,

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from blocks.chunk_cache import ChunkCache
 from blocks.errors import NotFound
 from blocks.index import BlockIndex
 from blocks.meta import BlockMeta
@@ -33,6 +34,7 @@ def select_block(
     *,
     checkpoint: Callable[[], None],
     fallback: ObjectStore | None = None,
+    cache: ChunkCache | None = None,
 ) -> Selection:
     """The block's series matching `matchers` with samples in [mint, maxt].
 
@@ -46,7 +48,9 @@ def select_block(
 
     def read(positions: Sequence[int]) -> list[Part]:
         wanted = [int(ids[p]) for p in positions]
-        found = read_block_series(store, meta, index, wanted, mint, maxt, fallback=fallback)
+        found = read_block_series(
+            store, meta, index, wanted, mint, maxt, fallback=fallback, cache=cache
+        )
         return [found[i] for i in wanted]
 
     return Selection(
@@ -76,15 +80,19 @@ def read_block_series(
     maxt: int,
     *,
     fallback: ObjectStore | None = None,
+    cache: ChunkCache | None = None,
 ) -> dict[int, Part]:
-    """Samples in [mint, maxt] of the block's series `ids`, from `store`, else `fallback`."""
+    """Samples in [mint, maxt] of the block's series `ids`, from `store`, else `fallback`;
+    decoded chunks come from and go to `cache`."""
     prefix = f"{meta.tenant}/{meta.block_id}"
     try:
-        return BlockReader(store, prefix, meta=meta, index=index).read_series(ids, mint, maxt)
+        reader = BlockReader(store, prefix, meta=meta, index=index, cache=cache)
+        return reader.read_series(ids, mint, maxt)
     except NotFound:
         if fallback is None:
             raise
-        return BlockReader(fallback, prefix, meta=meta, index=index).read_series(ids, mint, maxt)
+        reader = BlockReader(fallback, prefix, meta=meta, index=index, cache=cache)
+        return reader.read_series(ids, mint, maxt)
 
 
 def _per_series_sum(

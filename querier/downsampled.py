@@ -19,6 +19,7 @@ from blocks.aggregates import (
     downsample_raw,
     split_aggregate,
 )
+from blocks.chunk_cache import ChunkCache
 from blocks.index import BlockIndex
 from blocks.meta import BlockMeta, Resolution
 from blocks.objstore.base import ObjectStore
@@ -47,6 +48,7 @@ def select_downsampled(
     reading: Reading,
     *,
     checkpoint: Callable[[], None],
+    cache: ChunkCache | None = None,
 ) -> AggregateSelection:
     """The block's series matching `matchers` with samples in [mint, maxt], by their own
     label sets, with only the aggregate series `reading` needs."""
@@ -66,7 +68,7 @@ def select_downsampled(
     def read(positions: Sequence[int]) -> list[AggregateParts]:
         wanted = [series[labels[p]] for p in positions]
         ids = sorted({i for by_aggregate in wanted for i in by_aggregate.values()})
-        found = read_block_series(store, meta, index, ids, mint, maxt)
+        found = read_block_series(store, meta, index, ids, mint, maxt, cache=cache)
         return [{a: found[i] for a, i in by_aggregate.items()} for by_aggregate in wanted]
 
     return AggregateSelection(labels, samples, meta.resolution, read)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from blocks.chunk_cache import ChunkCache
 from blocks.errors import NotFound
 from blocks.index import BlockIndex
 from blocks.meta import BlockMeta, Resolution
@@ -150,11 +151,13 @@ class Engine:
         index_refresh_s: float,
         index_max_age_ms: int,
         downsampled: bool = True,
+        chunk_cache_bytes: int = 0,
     ) -> None:
         self.store = store
         self.limits = limits
         self.downsampled = downsampled
         self.block_indexes = BlockIndexCache(store, index_cache_bytes)
+        self.chunks = ChunkCache(chunk_cache_bytes) if chunk_cache_bytes > 0 else None
         self.bucket_indexes = BucketIndexCache(
             store, refresh_s=index_refresh_s, max_age_ms=index_max_age_ms
         )
@@ -261,6 +264,7 @@ class Engine:
                     hi,
                     reading,
                     checkpoint=query.deadline.check,
+                    cache=self.chunks,
                 )
                 query.deadline.check()
         # Raw places oldest first, as merging wants them; spans name them by number.
@@ -297,6 +301,7 @@ class Engine:
             maxt,
             checkpoint=query.deadline.check,
             fallback=fallback,
+            cache=self.chunks,
         )
         query.deadline.check()
         return selection
