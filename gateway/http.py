@@ -24,7 +24,8 @@ METRICS_PATH = "/metrics"
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes `limit` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    # isdigit() alone accepts digits int() refuses ('²'); a Content-Length is ASCII.
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(f"body of {declared} bytes is over the limit of {limit}")
     chunks: list[bytes] = []
     size = 0
