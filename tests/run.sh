@@ -13,6 +13,15 @@ if ! command -v prometheus >/dev/null 2>&1; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
 fi
 
+# kubectl renders deploy/'s kustomizations in tests/deploy (`kubectl kustomize`). The
+# machines this runs on come with it (the Kubernetes apt repository's package); Debian's own
+# archive has none, so where it is missing this install fails, and with it the run.
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "== installing kubectl"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null
+fi
+
 if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   if ! python3 -m venv .venv 2>/dev/null; then
