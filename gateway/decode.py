@@ -1,7 +1,9 @@
 """Remote write 1.0 request bodies: content negotiation, bounded snappy, protobuf.
 
 The declared uncompressed length is read from the snappy preamble and checked against
-the limit *before* decompressing: a six-byte body can declare 4 GiB.
+the limit *before* decompressing: a six-byte body can declare 4 GiB. A known field sent
+with another wire type is refused, as Prometheus refuses it: protobuf would skip it as
+unknown and store a series without a label, or a sample with the value 0.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import snappy
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from blocks.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
 from proto.write_raw_pb2 import RawWriteRequest
@@ -81,7 +84,9 @@ def decompress_snappy(body: bytes, max_decompressed_bytes: int) -> bytes:
     try:
         raw = snappy.decompress(body)
     except Exception as exc:  # the binding raises several unrelated types
-        raise InvalidRequest(f"invalid snappy block: {exc}") from None
+        # python-snappy's UncompressError is empty; the decoder's words are its cause.
+        detail = str(exc) or str(exc.__cause__ or "") or type(exc).__name__
+        raise InvalidRequest(f"invalid snappy block: {detail}") from None
     if not isinstance(raw, bytes) or len(raw) != declared:
         raise InvalidRequest("invalid snappy block: length does not match its preamble")
     return raw
@@ -101,12 +106,51 @@ def series_key(pairs: list[bytes]) -> bytes | tuple[bytes, ...]:
     return tuple(pairs)
 
 
-def decode_write_request(raw: bytes) -> DecodedWrite:
-    """Parse a WriteRequest into columns without decoding label strings."""
+def wire_type_error(message: Message) -> str | None:
+    """The first field of `message` (or of a message inside it) that was sent with a wire
+    type other than its declared one, described; None if there is none.
+
+    protobuf keeps such a field among the unknown ones; fields with numbers the message
+    does not declare (Cortex's `source`, later additions) are not errors.
+    """
+    fields = message.DESCRIPTOR.fields_by_number
+    unknowns = UnknownFieldSet(message)
+    for unknown in (unknowns[i] for i in range(len(unknowns))):
+        if unknown.field_number in fields:
+            name = fields[unknown.field_number].name
+            return (
+                f"field {name} ({unknown.field_number}) of {message.DESCRIPTOR.name} has "
+                f"wire type {unknown.wire_type}"
+            )
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is None:
+            continue
+        for child in value if descriptor.is_repeated else [value]:
+            found = wire_type_error(child)
+            if found is not None:
+                return found
+    return None
+
+
+def parse_write_request(raw: bytes) -> RawWriteRequest:
+    """The WriteRequest in `raw`; InvalidRequest for bytes that are not one."""
     try:
         request = RawWriteRequest.FromString(raw)
     except DecodeError as exc:
         raise InvalidRequest(f"invalid protobuf WriteRequest: {exc}") from None
+    request.DiscardUnknownFields()
+    if request.ByteSize() != len(raw):
+        # Unknown fields, or an encoding other than protobuf's own (explicit zeros, long
+        # varints): only then is it worth walking every message for a misplaced field.
+        error = wire_type_error(RawWriteRequest.FromString(raw))
+        if error is not None:
+            raise InvalidRequest(f"invalid protobuf WriteRequest: {error}")
+    return request
+
+
+def decode_write_request(raw: bytes) -> DecodedWrite:
+    """Parse a WriteRequest into columns without decoding label strings."""
+    request = parse_write_request(raw)
     keys: list[bytes | tuple[bytes, ...]] = []
     labels: list[list[bytes]] = []
     entries: list[int] = []

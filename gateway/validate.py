@@ -106,6 +106,9 @@ def canonical_labels(raw_pairs: list[bytes], rules: LabelRules) -> bytes:
             label = LabelPair.FromString(raw)
         except DecodeError:
             raise RejectedSeries("invalid_utf8", "label is not valid UTF-8 protobuf") from None
+        # Unknown fields count as not canonical: a name or value sent with the wrong wire
+        # type is one, and would otherwise leave the label empty, so dropped.
+        label.DiscardUnknownFields()
         if label.SerializeToString() != raw:
             raise RejectedSeries("invalid_labels", "label is not in canonical protobuf encoding")
         pairs.append((label.name, label.value))

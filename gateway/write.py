@@ -19,8 +19,9 @@ import numpy as np
 from blocks.errors import InvalidRequest
 from gateway.config import GatewayConfig
 from gateway.decode import DecodedWrite
-from gateway.head import NO_SAMPLE, Head, TenantHead
+from gateway.head import Head, TenantHead
 from gateway.head_append import AppendPlan
+from gateway.head_cut import BLOCK_DURATION_MS
 from gateway.metrics import GatewayMetrics
 from gateway.validate import (
     LabelRules,
@@ -31,6 +32,12 @@ from gateway.validate import (
 )
 from gateway.wal import WAL, frame
 from gateway.wal_record import encode_samples, encode_series
+
+# The int64 range less its partial 2 h windows at both ends (73 minutes each, of its
+# 292 million years): a block's window must start and end inside int64, or cutting it
+# would wrap around. The smallest int64 is also the head's "no sample" mark.
+EARLIEST_TIMESTAMP = -((1 << 63) // BLOCK_DURATION_MS) * BLOCK_DURATION_MS
+LATEST_TIMESTAMP = ((1 << 63) - 1) // BLOCK_DURATION_MS * BLOCK_DURATION_MS - 1
 
 
 @dataclass(slots=True)
@@ -103,9 +110,10 @@ class Ingester:
         refs = entry_refs[request.sample_entry]
         keep = refs >= 0
         ts = request.timestamps
-        future = ts > now_ms + self.config.max_future_ms
+        # The latest timestamp a block can hold caps a max_future_ms set absurdly high.
+        future = ts > min(now_ms + self.config.max_future_ms, LATEST_TIMESTAMP)
         self._reject_samples(outcome, "too_far_in_future", keep & future, request)
-        out_of_range = ts == NO_SAMPLE
+        out_of_range = ts < EARLIEST_TIMESTAMP
         self._reject_samples(outcome, "timestamp_out_of_range", keep & out_of_range, request)
         keep &= ~future & ~out_of_range
         if not keep.any():
@@ -130,22 +138,31 @@ class Ingester:
     def _resolve_series(
         self, tenant_head: TenantHead, request: DecodedWrite, outcome: WriteOutcome
     ) -> np.ndarray:
-        """Head ref of each TimeSeries entry; -1 for label sets that are refused."""
+        """Head ref of each TimeSeries entry; -1 for label sets that are refused and for
+        entries without samples (nothing to store: no series is made for them)."""
         refs = np.empty(len(request.series_keys), dtype=np.int64)
-        samples_per_entry: np.ndarray | None = None
+        samples_per_entry = np.bincount(
+            request.sample_entry, minlength=len(request.series_keys)
+        ).tolist()
+        # A label set refused once is refused again without a second check: a request
+        # can repeat one bad entry millions of times.
+        refused: dict[bytes | tuple[bytes, ...], RejectedSeries] = {}
         for index, key in enumerate(request.series_keys):
             ref = tenant_head.ref_by_key.get(key)
             if ref is None:
-                try:
-                    canonical = canonical_labels(request.series_labels[index], self.rules)
-                except RejectedSeries as exc:
+                if not samples_per_entry[index]:
                     refs[index] = -1
-                    if samples_per_entry is None:
-                        samples_per_entry = np.bincount(
-                            request.sample_entry, minlength=len(request.series_keys)
-                        )
-                    outcome.reject(exc.code, int(samples_per_entry[index]), str(exc))
-                    self.metrics.series_rejected.labels(outcome.tenant, exc.code).inc()
+                    continue
+                rejected = refused.get(key)
+                if rejected is None:
+                    try:
+                        canonical = canonical_labels(request.series_labels[index], self.rules)
+                    except RejectedSeries as exc:
+                        rejected = refused[key] = exc
+                        self.metrics.series_rejected.labels(outcome.tenant, exc.code).inc()
+                if rejected is not None:
+                    refs[index] = -1
+                    outcome.reject(rejected.code, samples_per_entry[index], str(rejected))
                     continue
                 before = tenant_head.series_count
                 ref = tenant_head.series_ref(canonical)

@@ -28,6 +28,10 @@ class QueryLimits:
     concurrency: int = 4
     # Prometheus's own server sends frames of at most 1 MiB by default.
     max_frame_bytes: int = 1 << 20
+    # Queries one request may carry. Prometheus sends one per request; every query is
+    # planned before the answer starts, so without a bound a small body could make the
+    # process plan millions of them.
+    max_queries: int = 1000
 
 
 class QueryTimeout(Unavailable):
@@ -56,6 +60,32 @@ def check_range(limits: QueryLimits, query_index: int, start_ms: int, end_ms: in
             f"query {query_index} spans {end_ms - start_ms} ms, over the limit of "
             f"{limits.max_range_ms} ms",
             limit="query_max_range_ms",
+        )
+
+
+def check_query_count(limits: QueryLimits, queries: int) -> None:
+    """Refuse a request with more queries than one request may carry."""
+    if queries > limits.max_queries:
+        raise QueryLimitExceeded(
+            f"the request has {queries} queries, over the limit of {limits.max_queries}",
+            limit="query_max_queries",
+        )
+
+
+def check_request_counts(limits: QueryLimits, series: int, samples: int) -> None:
+    """Refuse a request whose queries together select too many series or samples: the
+    series and sample limits bound a request, however many queries it splits into."""
+    if series > limits.max_series:
+        raise QueryLimitExceeded(
+            f"the request's queries select {series} series together, over the limit of "
+            f"{limits.max_series}",
+            limit="query_max_series",
+        )
+    if samples > limits.max_samples:
+        raise QueryLimitExceeded(
+            f"the request's queries would read about {samples} samples together, over the "
+            f"limit of {limits.max_samples}",
+            limit="query_max_samples",
         )
 
 

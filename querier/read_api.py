@@ -27,13 +27,19 @@ from blocks.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from gateway.decode import decompress_snappy
+from gateway.decode import decompress_snappy, wire_type_error
 from gateway.http import read_body
 from gateway.tenants import tenant_from_headers
 from proto import remote_pb2, types_pb2
 from querier.engine import Engine, LocalView, QueryPlan
-from querier.limits import Deadline, QueryLimits, check_range
-from querier.matchers import matchers_from_proto
+from querier.limits import (
+    Deadline,
+    QueryLimits,
+    check_query_count,
+    check_range,
+    check_request_counts,
+)
+from querier.matchers import Matcher, matchers_from_proto
 from querier.metrics import QuerierMetrics
 from querier.resolution import QueryHints
 from querier.samples_response import (
@@ -66,14 +72,21 @@ def check_read_headers(headers: Mapping[str, str]) -> None:
         raise UnsupportedMediaType(f"unsupported Content-Type {media!r} for remote read")
 
 
-def parse_read_request(body: bytes, max_decompressed_bytes: int) -> remote_pb2.ReadRequest:
-    """The ReadRequest of a body; 400 for bad snappy or protobuf, 413 for a bomb."""
+def parse_read_request(
+    body: bytes, max_decompressed_bytes: int, limits: QueryLimits
+) -> remote_pb2.ReadRequest:
+    """The ReadRequest of a body; 400 for bad snappy or protobuf (a known field with the
+    wrong wire type included), 413 for a bomb, 422 for too many queries."""
     data = decompress_snappy(body, max_decompressed_bytes)
     request = remote_pb2.ReadRequest()
     try:
         request.ParseFromString(data)
     except DecodeError as exc:
         raise InvalidRequest(f"body is not a remote-read ReadRequest: {exc}") from None
+    check_query_count(limits, len(request.queries))
+    error = wire_type_error(request)
+    if error is not None:
+        raise InvalidRequest(f"body is not a remote-read ReadRequest: {error}")
     return request
 
 
@@ -142,7 +155,7 @@ class ReadHandler:
         started = time.monotonic()
         deadline = Deadline(self.limits.timeout_s)
         check_read_headers(request.headers)
-        read = parse_read_request(body, self.max_decompressed_bytes)
+        read = parse_read_request(body, self.max_decompressed_bytes, self.limits)
         kind = response_type(read)
         queries = [(i, q, matchers_from_proto(i, q.matchers)) for i, q in enumerate(read.queries)]
         for i, query, _ in queries:
@@ -151,21 +164,7 @@ class ReadHandler:
         try:
             # Captured here, on the event loop where the head changes: a consistent view.
             local = self.local_view(tenant) if self.local_view is not None else None
-            plans = await asyncio.to_thread(
-                lambda: [
-                    self.engine.plan(
-                        tenant,
-                        i,
-                        m,
-                        q.start_timestamp_ms,
-                        q.end_timestamp_ms,
-                        local,
-                        deadline,
-                        hints_of(q),
-                    )
-                    for i, q, m in queries
-                ]
-            )
+            plans = await asyncio.to_thread(self._plan, tenant, queries, local, deadline)
             self.metrics.series.inc(sum(len(p.series) for p in plans))
             for plan in plans:
                 self.metrics.count_blocks(plan.blocks)
@@ -188,6 +187,33 @@ class ReadHandler:
             media_type=STREAMED_CONTENT_TYPE,
             background=BackgroundTask(slot.release),
         )
+
+    def _plan(
+        self,
+        tenant: str,
+        queries: list[tuple[int, remote_pb2.Query, list[Matcher]]],
+        local: LocalView | None,
+        deadline: Deadline,
+    ) -> list[QueryPlan]:
+        """Every query planned, each within the limits and all of them together."""
+        plans = []
+        series = samples = 0
+        for i, query, matchers in queries:
+            plan = self.engine.plan(
+                tenant,
+                i,
+                matchers,
+                query.start_timestamp_ms,
+                query.end_timestamp_ms,
+                local,
+                deadline,
+                hints_of(query),
+            )
+            series += len(plan.series)
+            samples += plan.samples
+            check_request_counts(self.limits, series, samples)
+            plans.append(plan)
+        return plans
 
     async def _acquire(self, deadline: Deadline) -> _Slot:
         """A slot among query_concurrency, waiting at most until the deadline."""
