@@ -52,6 +52,7 @@ QUERY_SETTINGS = (
     "query_max_samples",
     "query_max_response_bytes",
     "query_max_range_ms",
+    "limits_file",
     "query_timeout_s",
     "query_concurrency",
     "query_max_frame_bytes",

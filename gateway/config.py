@@ -131,6 +131,35 @@ class GatewayConfig:
         default=10 * 60 * 1000,
         metadata=_help("reject samples more than this far ahead of the clock"),
     )
+    max_sample_age_ms: int = field(
+        default=0,
+        metadata=_help("reject samples older than this, per tenant (0: any age; 400 too_old)"),
+    )
+    ingestion_rate: float = field(
+        default=0.0,
+        metadata=_help("samples per second a tenant may write (0: no limit; over it: 429)"),
+    )
+    ingestion_burst: int = field(
+        default=0,
+        metadata=_help(
+            "samples a tenant may send at once above its rate (0: one second's worth); "
+            "keep it above Prometheus's max_samples_per_send"
+        ),
+    )
+    max_active_series: int = field(
+        default=0,
+        metadata=_help(
+            "series with a sample in the last hour a tenant may have (0: no limit; "
+            "new series past it: 400 max_active_series)"
+        ),
+    )
+    limits_file: str = field(
+        default="",
+        metadata=_help(
+            "JSON file of per-tenant limits overriding the settings above, e.g. "
+            '{"team-a": {"ingestion_rate": 50000}} (docs/security.md#limits)'
+        ),
+    )
     head_max_bytes: int = field(
         default=512 * MIB,
         metadata=_help("memory budget of the head; over it writes answer 503 until it shrinks"),
@@ -217,6 +246,9 @@ class GatewayConfig:
             raise ConfigError("label_name_rule", self.label_name_rule, "must be utf8 or legacy")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError("log_level", self.log_level, "must be debug, info, warning or error")
+        for name in ("max_sample_age_ms", "ingestion_rate", "ingestion_burst", "max_active_series"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, getattr(self, name), "must not be negative")
         for name in (
             "wal_segment_bytes",
             "max_request_bytes",

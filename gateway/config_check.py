@@ -138,13 +138,16 @@ def _check_section(
 def _check_gateway_files(
     config: GatewayConfig, loaded: ConfigFile, found: list[ConfigError]
 ) -> None:
-    """Load the auth file and the TLS pair as `strata serve` does when it starts."""
+    """Load the auth file, the TLS pair and the limits file as `strata serve` does when
+    it starts."""
     from gateway.auth import load_credentials
     from gateway.server import check_tls_files
+    from gateway.tenant_limits import Limits
 
     checks: list[tuple[str, Callable[[], object]]] = [
         ("auth_file", lambda: config.auth_file and load_credentials(Path(config.auth_file))),
         ("tls_cert_file", lambda: check_tls_files(config)),
+        ("limits_file", lambda: Limits(config)),
     ]
     for key, check in checks:
         try:

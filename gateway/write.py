@@ -23,6 +23,13 @@ from gateway.head import Head, TenantHead
 from gateway.head_append import AppendPlan
 from gateway.head_cut import BLOCK_DURATION_MS
 from gateway.metrics import GatewayMetrics
+from gateway.tenant_limits import (
+    ACTIVE_WINDOW_MS,
+    Limits,
+    RateLimited,
+    RateLimiter,
+    TenantLimits,
+)
 from gateway.validate import (
     LabelRules,
     RejectedSeries,
@@ -80,6 +87,9 @@ class Ingester:
         self.wal = wal
         self.metrics = metrics
         self.rules = LabelRules.from_config(config)
+        self.limits = Limits(config)
+        self.rate = RateLimiter()
+        self._active: dict[str, tuple[float, int]] = {}  # tenant -> (counted at, count)
 
     async def write(self, tenant: str, request: DecodedWrite) -> WriteOutcome:
         """Store a request's valid samples durably; the outcome says what was refused."""
@@ -94,6 +104,14 @@ class Ingester:
     ) -> tuple[WriteOutcome, Future[None] | None]:
         """Validate, log and store; returns the outcome and the WAL's durability future."""
         self.head.check_budget()
+        limits = self.limits.of(tenant)
+        try:
+            self.rate.take(tenant, len(request.timestamps), limits)
+        except RateLimited:
+            self.metrics.samples_rejected.labels(tenant, "rate_limited").inc(
+                len(request.timestamps)
+            )
+            raise
         tenant_head = self.head.tenant(tenant)
         outcome = WriteOutcome(tenant)
         outcome.reject(
@@ -106,16 +124,26 @@ class Ingester:
         )
         if request.metadata:
             self.metrics.metadata_received.labels(tenant).inc(request.metadata)
-        entry_refs = self._resolve_series(tenant_head, request, outcome)
+        entry_refs = self._resolve_series(tenant_head, request, outcome, limits, now_ms)
         refs = entry_refs[request.sample_entry]
         keep = refs >= 0
         ts = request.timestamps
         # The latest timestamp a block can hold caps a max_future_ms set absurdly high.
-        future = ts > min(now_ms + self.config.max_future_ms, LATEST_TIMESTAMP)
+        future = ts > min(now_ms + limits.max_future_ms, LATEST_TIMESTAMP)
         self._reject_samples(outcome, "too_far_in_future", keep & future, request)
         out_of_range = ts < EARLIEST_TIMESTAMP
         self._reject_samples(outcome, "timestamp_out_of_range", keep & out_of_range, request)
         keep &= ~future & ~out_of_range
+        if limits.max_sample_age_ms:
+            old = keep & (ts < now_ms - limits.max_sample_age_ms)
+            self._reject_samples(
+                outcome,
+                "too_old",
+                old,
+                request,
+                f"older than max_sample_age_ms={limits.max_sample_age_ms}",
+            )
+            keep &= ~old
         if not keep.any():
             return outcome, None
         plan = tenant_head.plan(refs[keep].astype(np.uint32), ts[keep], request.values[keep])
@@ -136,10 +164,16 @@ class Ingester:
         return outcome, durable
 
     def _resolve_series(
-        self, tenant_head: TenantHead, request: DecodedWrite, outcome: WriteOutcome
+        self,
+        tenant_head: TenantHead,
+        request: DecodedWrite,
+        outcome: WriteOutcome,
+        limits: TenantLimits,
+        now_ms: int,
     ) -> np.ndarray:
         """Head ref of each TimeSeries entry; -1 for label sets that are refused and for
         entries without samples (nothing to store: no series is made for them)."""
+        rules = self._rules(limits)
         refs = np.empty(len(request.series_keys), dtype=np.int64)
         samples_per_entry = np.bincount(
             request.sample_entry, minlength=len(request.series_keys)
@@ -156,7 +190,8 @@ class Ingester:
                 rejected = refused.get(key)
                 if rejected is None:
                     try:
-                        canonical = canonical_labels(request.series_labels[index], self.rules)
+                        canonical = canonical_labels(request.series_labels[index], rules)
+                        self._check_new_series(tenant_head, canonical, limits, now_ms)
                     except RejectedSeries as exc:
                         rejected = refused[key] = exc
                         self.metrics.series_rejected.labels(outcome.tenant, exc.code).inc()
@@ -168,9 +203,47 @@ class Ingester:
                 ref = tenant_head.series_ref(canonical)
                 if tenant_head.series_count > before:
                     self.metrics.series_created.labels(outcome.tenant).inc()
+                    if tenant_head.tenant in self._active:
+                        at, count = self._active[tenant_head.tenant]
+                        self._active[tenant_head.tenant] = (at, count + 1)
                 tenant_head.remember_key(key, ref)
             refs[index] = ref
         return refs
+
+    def _rules(self, limits: TenantLimits) -> LabelRules:
+        """The label rules of a tenant's limits."""
+        return LabelRules(
+            max_labels=limits.max_labels_per_series,
+            max_name_bytes=limits.max_label_name_bytes,
+            max_value_bytes=limits.max_label_value_bytes,
+            legacy_names=self.rules.legacy_names,
+        )
+
+    def _check_new_series(
+        self, tenant_head: TenantHead, canonical: bytes, limits: TenantLimits, now_ms: int
+    ) -> None:
+        """RejectedSeries if `canonical` would be a new series past max_active_series."""
+        if not limits.max_active_series or canonical in tenant_head.ref_by_labels:
+            return
+        active = self.active_series(tenant_head, now_ms)
+        if active >= limits.max_active_series:
+            raise RejectedSeries(
+                "max_active_series",
+                f"tenant {tenant_head.tenant} has {active} active series, the limit "
+                f"(max_active_series={limits.max_active_series}); no new series until some "
+                "go quiet for an hour",
+            )
+
+    def active_series(self, tenant_head: TenantHead, now_ms: int) -> int:
+        """Series with a sample in the last hour, plus those made since last counted;
+        counted again at most once a second (one pass over every series' newest time)."""
+        counted = self._active.get(tenant_head.tenant)
+        now = time.monotonic()
+        if counted is None or now - counted[0] >= 1.0:
+            newest = tenant_head.last_ts.view[: tenant_head.series_count]
+            count = int(np.count_nonzero(newest >= now_ms - ACTIVE_WINDOW_MS))
+            counted = self._active[tenant_head.tenant] = (now, count)
+        return counted[1]
 
     def _reject_samples(
         self,
@@ -178,6 +251,7 @@ class Ingester:
         reason: str,
         mask: np.ndarray,
         request: DecodedWrite,
+        why: str = "",
     ) -> None:
         count = int(mask.sum())
         if count:
@@ -185,7 +259,8 @@ class Ingester:
             outcome.reject(
                 reason,
                 count,
-                f"sample timestamp {int(request.timestamps[first])} is {reason.replace('_', ' ')}",
+                f"sample timestamp {int(request.timestamps[first])} is "
+                + (why or reason.replace("_", " ")),
             )
 
     def _log(self, tenant_head: TenantHead, plan: AppendPlan) -> Future[None] | None:

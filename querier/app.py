@@ -19,6 +19,7 @@ from blocks.objstore.factory import open_existing_store
 from gateway.auth import Access, install_auth
 from gateway.config import GatewayConfig
 from gateway.http import add_status_routes, install_error_handlers
+from gateway.tenant_limits import Limits
 from querier.engine import Engine, LocalView
 from querier.metrics import QuerierMetrics
 from querier.read_api import READ_PATH, ReadHandler
@@ -36,6 +37,7 @@ def build_read_handler(
 ) -> ReadHandler:
     """The remote-read handler over `store` with the settings' limits and caches; inside
     `strata serve` also over what `local_view` gives of the gateway."""
+    limits = Limits(config)
     engine = Engine(
         store,
         config.query_limits,
@@ -54,6 +56,7 @@ def build_read_handler(
         max_decompressed_bytes=config.max_decompressed_bytes,
         local_view=local_view,
         check_ready=check_ready,
+        tenant_limits=lambda tenant, base: limits.of(tenant).query_limits(base),
     )
 
 

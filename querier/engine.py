@@ -104,6 +104,7 @@ class _Query:
     mint: int
     maxt: int
     deadline: Deadline
+    limits: QueryLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,9 +173,11 @@ class Engine:
         local: LocalView | None,
         deadline: Deadline,
         hints: QueryHints | None = None,
+        limits: QueryLimits | None = None,
     ) -> QueryPlan:
-        """Select the query's series everywhere and check the series and sample limits."""
-        query = _Query(tenant, query_index, matchers, mint, maxt, deadline)
+        """Select the query's series everywhere and check the series and sample limits
+        (`limits`: the tenant's, else the engine's)."""
+        query = _Query(tenant, query_index, matchers, mint, maxt, deadline, limits or self.limits)
         candidates = self._candidates(query, local)
         wanted = wanted_resolution(hints)
         spans: list[Span] = []
@@ -329,7 +332,7 @@ class Engine:
                 where.setdefault(labels, []).append((number, position))
         series = sorted(where)
         samples = sum(s.samples for s in selections)
-        check_counts(self.limits, query.index, len(series), samples)
+        check_counts(query.limits, query.index, len(series), samples)
         return QueryPlan(
             query.index,
             query.mint,

@@ -124,9 +124,11 @@ class ReadHandler:
         max_decompressed_bytes: int,
         local_view: Callable[[str], LocalView | None] | None = None,
         check_ready: Callable[[], None] = lambda: None,
+        tenant_limits: Callable[[str, QueryLimits], QueryLimits] | None = None,
     ) -> None:
         self.engine = engine
         self.limits = limits
+        self.tenant_limits = tenant_limits
         self.metrics = metrics
         self.default_tenant = default_tenant
         self.max_request_bytes = max_request_bytes
@@ -134,6 +136,12 @@ class ReadHandler:
         self.local_view = local_view
         self.check_ready = check_ready
         self._slots = asyncio.Semaphore(limits.concurrency)
+
+    def limits_of(self, tenant: str) -> QueryLimits:
+        """The query limits of `tenant`: the settings', with its overrides."""
+        if self.tenant_limits is None:
+            return self.limits
+        return self.tenant_limits(tenant, self.limits)
 
     async def endpoint(self, request: Request) -> Response:
         """The route: tenant, bounded body, answer; every outcome counted by status."""
@@ -153,13 +161,14 @@ class ReadHandler:
     async def handle(self, tenant: str, request: Request, body: bytes) -> Response:
         """Answer one request; StrataError for the app's error handler otherwise."""
         started = time.monotonic()
-        deadline = Deadline(self.limits.timeout_s)
+        limits = self.limits_of(tenant)
+        deadline = Deadline(limits.timeout_s)
         check_read_headers(request.headers)
-        read = parse_read_request(body, self.max_decompressed_bytes, self.limits)
+        read = parse_read_request(body, self.max_decompressed_bytes, limits)
         kind = response_type(read)
         queries = [(i, q, matchers_from_proto(i, q.matchers)) for i, q in enumerate(read.queries)]
         for i, query, _ in queries:
-            check_range(self.limits, i, query.start_timestamp_ms, query.end_timestamp_ms)
+            check_range(limits, i, query.start_timestamp_ms, query.end_timestamp_ms)
         slot = await self._acquire(deadline)
         try:
             # Captured here, on the event loop where the head changes: a consistent view.
@@ -196,6 +205,7 @@ class ReadHandler:
         deadline: Deadline,
     ) -> list[QueryPlan]:
         """Every query planned, each within the limits and all of them together."""
+        limits = self.limits_of(tenant)
         plans = []
         series = samples = 0
         for i, query, matchers in queries:
@@ -208,10 +218,11 @@ class ReadHandler:
                 local,
                 deadline,
                 hints_of(query),
+                limits,
             )
             series += len(plan.series)
             samples += plan.samples
-            check_request_counts(self.limits, series, samples)
+            check_request_counts(limits, series, samples)
             plans.append(plan)
         return plans
 

@@ -69,6 +69,7 @@ NON_DEFAULT_STRINGS: dict[str, str] = {
     "bucket_url": "s3://metrics/strata?endpoint=http://127.0.0.1:9000&path_style=true",
     "log_level": "debug",
     "retention_overrides": "",  # replaced by a real file: the compactor reads it at once
+    "limits_file": "/etc/strata/limits.json",  # read by the gateway's limits, not the config
 }
 
 
