@@ -177,8 +177,9 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry) -> FastAPI:
             gateway.check_writable()
             tenant = tenant_from_headers(request.headers, config.default_tenant)
             check_content_headers(request.headers)
-            body = await read_body(request, config.max_request_bytes)
-            decoded = decode_write_request(decompress_snappy(body, config.max_decompressed_bytes))
+            limits = gateway.ingester.limits.of(tenant)
+            body = await read_body(request, limits.max_request_bytes)
+            decoded = decode_write_request(decompress_snappy(body, limits.max_decompressed_bytes))
             outcome = await gateway.ingester.write(tenant, decoded)
             outcome.raise_if_rejected()
         except StrataError as exc:

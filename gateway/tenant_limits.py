@@ -45,6 +45,8 @@ class TenantLimits:
     max_labels_per_series: int
     max_label_name_bytes: int
     max_label_value_bytes: int
+    max_request_bytes: int
+    max_decompressed_bytes: int
     query_max_series: int
     query_max_samples: int
     query_max_range_ms: int
@@ -76,6 +78,8 @@ def defaults_of(config: GatewayConfig) -> TenantLimits:
         max_labels_per_series=config.max_labels_per_series,
         max_label_name_bytes=config.max_label_name_bytes,
         max_label_value_bytes=config.max_label_value_bytes,
+        max_request_bytes=config.max_request_bytes,
+        max_decompressed_bytes=config.max_decompressed_bytes,
         query_max_series=config.query_max_series,
         query_max_samples=config.query_max_samples,
         query_max_range_ms=config.query_max_range_ms,

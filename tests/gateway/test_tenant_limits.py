@@ -3,6 +3,7 @@ the ingestion rate as token buckets."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Awaitable
@@ -133,7 +134,11 @@ def test_over_the_rate_a_request_gets_429_naming_the_limit(tmp_path: Path) -> No
 
 def test_limits_file_caps_one_tenants_active_series_and_query_series(tmp_path: Path) -> None:
     limits = tmp_path / "limits.json"
-    limits.write_text(json.dumps({"small": {"max_active_series": 2, "query_max_series": 1}}))
+    limits.write_text(
+        json.dumps(
+            {"small": {"max_active_series": 2, "query_max_series": 1, "max_request_bytes": 60}}
+        )
+    )
     app = gateway_app(tmp_path / "data", limits_file=str(limits))
     now = int(time.time() * 1000)
 
@@ -147,6 +152,13 @@ def test_limits_file_caps_one_tenants_active_series_and_query_series(tmp_path: P
         assert "max_active_series=2" in refused.text
         assert (await post_write(client, one("c", now), "big")).status_code == 204
         assert (await post_write(client, one("a", now + 1000), "small")).status_code == 204
+        big_body: dict[LabelSet, list[tuple[int, int]]] = {
+            (("__name__", hashlib.sha256(b"name").hexdigest() * 3),): [(now, 0)]
+        }
+        too_large = await post_write(client, big_body, "small")
+        assert too_large.status_code == 413, too_large.text
+        assert "over the limit of 60" in too_large.text
+        assert (await post_write(client, big_body, "big")).status_code == 204
 
         query = (now - 60_000, now + 60_000, [matcher("job", "j")])
         answer = await client.post(
