@@ -163,7 +163,26 @@ def _read_row(store: ObjectStore, tenant: str, block_id: str) -> BlockRow | str 
 
 def format_table(rows: Sequence[BlockRow]) -> list[str]:
     """An aligned text table: a header, one line per block, a totals line."""
-    table = [list(COLUMNS), *(_row_cells(r) for r in rows), _total_cells(rows)]
+    return _aligned([list(COLUMNS), *(_row_cells(r) for r in rows), _total_cells(rows)])
+
+
+def format_summary(rows: Sequence[BlockRow]) -> list[str]:
+    """The table with one line per tenant and resolution instead of one per block (the
+    BLOCK column counts them), and the totals line."""
+    groups: dict[tuple[str, Resolution], list[BlockRow]] = {}
+    for row in rows:
+        groups.setdefault((row.tenant, row.resolution), []).append(row)
+    lines = []
+    for (tenant, resolution), group in sorted(groups.items()):
+        cells = _total_cells(group)
+        cells[0] = tenant
+        cells[1] = _count(len(group), "block")
+        cells[5] = RESOLUTION_NAMES[resolution]
+        lines.append(cells)
+    return _aligned([list(COLUMNS), *lines, _total_cells(rows)])
+
+
+def _aligned(table: list[list[str]]) -> list[str]:
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
     return [
         "  ".join(

@@ -18,6 +18,7 @@ from blocks.catalog import (
     collect_rows,
     dump_series,
     format_json_lines,
+    format_summary,
     format_table,
     open_block,
     parse_block_ref,
@@ -156,6 +157,11 @@ def add_inspect_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     blocks.add_argument("--tenant", type=_arg(check_tenant), help="only this tenant's blocks")
     blocks.add_argument(
         "--json", action="store_true", help="one JSON object per block and line, no totals"
+    )
+    blocks.add_argument(
+        "--summary",
+        action="store_true",
+        help="one line per tenant and resolution (blocks, time range, samples, bytes)",
     )
     _add_time_range(blocks, "only blocks with data in this range")
     add_setting_flags(blocks, INSPECT_SETTINGS)
@@ -334,7 +340,12 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 def _inspect_blocks(store: ObjectStore, args: argparse.Namespace) -> int:
     listing = collect_rows(store, tenant=args.tenant, mint=args.mint, maxt=args.maxt)
-    _print_lines(format_json_lines(listing.rows) if args.json else format_table(listing.rows))
+    if args.json:
+        _print_lines(format_json_lines(listing.rows))
+    elif args.summary:
+        _print_lines(format_summary(listing.rows))
+    else:
+        _print_lines(format_table(listing.rows))
     for problem in listing.skipped:
         print(f"strata: skipped block {problem}", file=sys.stderr)
     return 1 if listing.skipped else 0

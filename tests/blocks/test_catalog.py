@@ -18,6 +18,7 @@ from blocks.catalog import (
     dump_series,
     format_duration,
     format_json_lines,
+    format_summary,
     format_table,
     format_time,
     open_block,
@@ -540,3 +541,19 @@ def test_row_bytes_per_sample_of_an_empty_block_is_none() -> None:
     )
     assert row.bytes_per_sample is None
     assert format_table([row])[1].split()[-1] == "-"
+
+
+def test_summary_has_a_line_per_tenant_and_resolution(
+    bucket: LocalStore, written: list[Written]
+) -> None:
+    lines = format_summary(collect_rows(bucket).rows)
+    assert lines[0].split()[:2] == ["TENANT", "BLOCK"]
+    assert lines[-1].split() == format_table(collect_rows(bucket).rows)[-1].split()
+    body = [line.split() for line in lines[1:-1]]
+    assert [(cells[0], cells[1], cells[6]) for cells in body] == [
+        ("alpha", "2", "raw"),
+        ("beta", "1", "5m"),
+    ]
+    alpha = [w for w in written if w.tenant == "alpha"]
+    assert body[0][-4] == str(sum(w.samples for w in alpha))
+    assert body[0][-2] == str(sum(w.stored_bytes for w in alpha))
