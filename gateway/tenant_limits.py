@@ -68,21 +68,11 @@ ACTIVE_WINDOW_MS = 3600 * 1000
 
 
 def defaults_of(config: GatewayConfig) -> TenantLimits:
-    """The limits of a tenant the limits file does not name."""
-    return TenantLimits(
-        ingestion_rate=config.ingestion_rate,
-        ingestion_burst=config.ingestion_burst or int(config.ingestion_rate),
-        max_active_series=config.max_active_series,
-        max_sample_age_ms=config.max_sample_age_ms,
-        max_future_ms=config.max_future_ms,
-        max_labels_per_series=config.max_labels_per_series,
-        max_label_name_bytes=config.max_label_name_bytes,
-        max_label_value_bytes=config.max_label_value_bytes,
-        max_request_bytes=config.max_request_bytes,
-        max_decompressed_bytes=config.max_decompressed_bytes,
-        query_max_series=config.query_max_series,
-        query_max_samples=config.query_max_samples,
-        query_max_range_ms=config.query_max_range_ms,
+    """The limits of a tenant the limits file does not name: the settings of the same
+    names; a burst of 0 is one second's worth of the rate."""
+    limits = TenantLimits(**{name: getattr(config, name) for name in OVERRIDABLE})
+    return dataclasses.replace(
+        limits, ingestion_burst=limits.ingestion_burst or int(limits.ingestion_rate)
     )
 
 
