@@ -44,6 +44,7 @@ from tests.e2e.servers import (
     prometheus_config,
     strata_command,
 )
+from tests.e2e.test_remote_read_promql import started_prometheus
 
 pytestmark = pytest.mark.e2e
 
@@ -223,19 +224,6 @@ def remote_write_queue(name: str, url: str, ca_file: Path, **client: Any) -> dic
         "metadata_config": {"send": False},
         **client,
     }
-
-
-def started_prometheus(
-    request: pytest.FixtureRequest, base: Path, config_of: Any
-) -> Iterator[PrometheusServer]:
-    base.mkdir()
-    server = PrometheusServer(base)
-    attach_log(request.node, base.name, server.log_path)
-    try:
-        server.start(config_of(server))
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
