@@ -298,6 +298,20 @@ def wait_for_delivery(strata: HttpsServer, writer: PrometheusServer) -> dict[str
     pytest.fail(f"not every queue got its answer within {DELIVERY_TIMEOUT_S:.0f} s: {state}")
 
 
+def query_until_answered(reader: PrometheusServer, expr: str) -> list[dict[str, Any]]:
+    """The first non-empty answer to `expr`, within DELIVERY_TIMEOUT_S.
+
+    Delivery is seen when team-a's first batch arrives, but a scrape's `up` sample is
+    appended after the scraped ones and may ride in a later batch: keep asking.
+    """
+    deadline = time.monotonic() + DELIVERY_TIMEOUT_S
+    while True:
+        result = reader.query(expr)
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.5)
+
+
 def read_body() -> bytes:
     now_ms = int(time.time() * 1000)
     matcher = types_pb2.LabelMatcher(type=types_pb2.LabelMatcher.EQ, name="__name__", value="up")
@@ -351,7 +365,7 @@ def test_prometheus_writes_and_reads_with_credentials_over_https(
     assert math.isnan(received_by_default), "nothing reached the default tenant"
 
     # PromQL in Prometheus B, answered by Strata's remote read with basic auth.
-    result = reader.query('up{job="prometheus"}')
+    result = query_until_answered(reader, 'up{job="prometheus"}')
     assert [s["metric"]["job"] for s in result] == ["prometheus"]
     assert result[0]["value"][1] == "1"
     reads_ok = metric_value(strata.metrics(), "strata_read_requests_total", status="200")
