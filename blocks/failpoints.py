@@ -30,7 +30,17 @@ DELETE_POINTS = (
     "compact.delete.after_unindex",  # gone from the index, objects still there
     "compact.delete.after_meta",  # meta.json deleted, the rest not
 )
-ALL_POINTS = MERGE_POINTS + DOWNSAMPLE_POINTS + DELETE_POINTS
+ALL_POINTS = MERGE_POINTS + DOWNSAMPLE_POINTS + DELETE_POINTS  # the compactor's
+# The gateway's, in the order a cut passes them on its way from head to bucket.
+UPLOAD_POINTS = (
+    "gateway.cut.after_build",  # blocks in the upload queue, the kept samples not re-logged
+    "gateway.cut.after_checkpoint",  # kept samples durable in the new segment, no upload
+    "gateway.upload.after_chunks",  # chunk segments in the bucket, no index, no meta.json
+    "gateway.upload.after_meta",  # complete in the bucket, not in the bucket index
+    "gateway.upload.after_index",  # in the bucket index, still in the upload queue
+    "gateway.upload.after_dequeue",  # out of the queue, its WAL segments not yet removed
+    "gateway.wal.after_first_removal",  # one old WAL segment deleted, any others not
+)
 
 log = logging.getLogger(__name__)
 

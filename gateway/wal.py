@@ -7,6 +7,7 @@ requests share an fsync. Layout and guarantees in docs/wal.md.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import struct
@@ -19,6 +20,7 @@ from pathlib import Path
 import google_crc32c
 
 from blocks.errors import StorageError, Unavailable
+from blocks.failpoints import failpoint
 from blocks.fsync import fsync_path
 from gateway.metrics import GatewayMetrics
 
@@ -35,6 +37,9 @@ MAX_RECORD_BYTES = 1 << 30
 # The smallest payload Strata writes (type, tenant length, count): a shorter frame, such
 # as an all-zero one whose checksum of nothing is 0, is damage.
 MIN_RECORD_BYTES = 6
+# A test hook, off unless this variable names a file: while that file exists, every WAL
+# write stops halfway and fails with ENOSPC, as on a full disk (docs/durability.md).
+DISK_FULL_FLAG_ENV = "STRATA_TEST_WAL_DISK_FULL_FLAG"
 
 
 def frame(payload: bytes) -> bytes:
@@ -85,6 +90,8 @@ class WAL:
         self._thread: threading.Thread | None = None
         # generation -> number of the first segment holding its records
         self._first_segment: dict[int, int] = {}
+        flag = os.environ.get(DISK_FULL_FLAG_ENV, "")
+        self._disk_full_flag = Path(flag) if flag else None
 
     def start(self) -> None:
         """Start the writer; the first write opens a segment after all existing ones."""
@@ -132,6 +139,8 @@ class WAL:
             if number < first:
                 path.unlink(missing_ok=True)
                 removed += 1
+                if removed == 1:
+                    failpoint("gateway.wal.after_first_removal")
         if removed:
             fsync_path(self.wal_dir)
             log.info("wal truncated segments=%d before=%08d", removed, first)
@@ -198,9 +207,7 @@ class WAL:
                         generation = self.generation
                     self._open_segment(generation)
                 assert self._fd is not None
-                view = memoryview(item.data)
-                while view:
-                    view = view[os.write(self._fd, view) :]
+                self._write_all(self._fd, item.data)
                 self.metrics.wal_bytes_written.inc(len(item.data))
                 if item.future is not None:
                     unsynced.append(item.future)
@@ -257,7 +264,7 @@ class WAL:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             header = SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0)
-            os.write(fd, header)
+            self._write_all(fd, header)
             if self.fsync:
                 os.fsync(fd)
                 fsync_path(self.wal_dir)
@@ -271,6 +278,15 @@ class WAL:
             self._first_segment.setdefault(generation, self._segment)
         self.metrics.wal_segments_created.inc()
         log.debug("wal segment started segment=%s", path.name)
+
+    def _write_all(self, fd: int, data: bytes) -> None:
+        """Write every byte: os.write may write fewer than it is given."""
+        view = memoryview(data)
+        if self._disk_full_flag is not None and self._disk_full_flag.exists():
+            os.write(fd, view[: len(view) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        while view:
+            view = view[os.write(fd, view) :]
 
     def _close_segment(self) -> None:
         if self._fd is None:
