@@ -23,6 +23,7 @@ import numpy as np
 
 from blocks.bucket_index import add_blocks
 from blocks.errors import StrataError, Unavailable
+from blocks.failpoints import failpoint
 from blocks.meta import META_FILENAME
 from blocks.objstore.base import ObjectStore
 from blocks.partial_uploads import clean_partial_uploads
@@ -124,6 +125,7 @@ class Shipper:
         self._upload_lock = asyncio.Lock()
         self._queued = asyncio.Event()
         self._next_partial_cleanup = 0.0
+        self._stopping = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Cut every cut_interval_s and upload what is queued, until `stop` is set.
@@ -131,6 +133,7 @@ class Shipper:
         Two loops: an upload that hangs on a dead bucket for a minute must not hold back
         the cuts that keep the head within its memory budget.
         """
+        self._stopping = stop
         uploads = asyncio.create_task(self._upload_loop(stop))
         try:
             while not stop.is_set():
@@ -206,6 +209,7 @@ class Shipper:
                 self.head.tenant(tenant).restore(*snapshot.sorted_samples())
             self.in_flight = {}
             return
+        failpoint("gateway.cut.after_build")
         # From here on (no await until the loop ends) the samples are queued or restored.
         self.in_flight = {}
         durable = []
@@ -213,13 +217,19 @@ class Shipper:
         # Listed before the first await: an upload may finish a block of this cut at once.
         self.pending.append(pending)
         for tenant, (keep, block_dirs) in built.items():
-            tenant_head = self.head.tenant(tenant)
-            tenant_head.restore(*keep)
-            if len(keep[0]):
-                durable.append(self.ingester.log_samples(tenant_head, *keep))
-            pending.blocks.update(block_dirs)
+            self.head.tenant(tenant).restore(*keep)
+            # The upload loop may have taken a block out of the queue already, while the
+            # build went on with other tenants: a block waited for that never comes back
+            # would hold back every WAL truncation from here on.
+            pending.blocks.update(d for d in block_dirs if d.is_dir())
             self.metrics.blocks_cut.labels(tenant).inc(len(block_dirs))
         try:
+            # Every tenant is restored before any is re-logged: logging can fail at once
+            # (a failed WAL write moved the WAL to a new segment meanwhile), and a tenant
+            # left out of the head would be missing from reads and from later cuts.
+            for tenant, (keep, _) in built.items():
+                if len(keep[0]):
+                    durable.append(self.ingester.log_samples(self.head.tenant(tenant), *keep))
             for future in durable:
                 await asyncio.wrap_future(future)
         except StrataError as exc:
@@ -229,6 +239,7 @@ class Shipper:
             self.pending.remove(pending)
             return
         pending.kept_durable = True
+        failpoint("gateway.cut.after_checkpoint")
         self._truncate_wal()
 
     def _build(
@@ -265,6 +276,10 @@ class Shipper:
         if time.monotonic() < self._next_upload:
             return
         for tenant, block_dir in queued_blocks(self.config.upload_dir):
+            if self._stopping.is_set():
+                # A stopping gateway must exit within its grace period; the queue is
+                # durable, and the next start uploads the rest first.
+                break
             try:
                 await asyncio.to_thread(self._upload_and_index, block_dir, tenant)
             except (StrataError, OSError) as exc:
@@ -286,13 +301,21 @@ class Shipper:
             self._uploaded_tenants.add(tenant)
             self.metrics.blocks_uploaded.labels(tenant).inc()
             await asyncio.to_thread(drop_queued_block, block_dir)
+            failpoint("gateway.upload.after_dequeue")
             for pending in self.pending:
                 pending.blocks.discard(block_dir)
         self._truncate_wal()
 
     def _upload_and_index(self, block_dir: Path, tenant: str) -> None:
-        meta = upload_block(self.store, block_dir, tenant)
+        meta = upload_block(
+            self.store,
+            block_dir,
+            tenant,
+            after_chunks=lambda: failpoint("gateway.upload.after_chunks"),
+        )
+        failpoint("gateway.upload.after_meta")
         add_blocks(self.store, tenant, [meta])
+        failpoint("gateway.upload.after_index")
 
     async def clean_partial_uploads(self) -> None:
         """Hourly, remove abandoned partial uploads of the tenants this gateway ships."""
