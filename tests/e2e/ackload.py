@@ -1,17 +1,20 @@
 """Remote-write load that records every request and its fate, and a checker for the history.
 
 Workers send synthetic WriteRequests (awkward float64 bit patterns, negative and recent
-timestamps, two tenants) over their own HTTP connections. Every attempt is recorded as
+timestamps, several tenants) over their own HTTP connections. Every attempt is recorded as
 acknowledged (2xx), rejected (4xx) or unknown (5xx, 429, timeout, connection error),
 together with exactly the samples its request carried. An unknown request is retried
-with the same body, as Prometheus does. `check_history` then compares what a stopped
-server holds against the history: every acknowledged sample, bit for bit; nothing that
-was never sent; no duplicates. Unknown requests may be present or absent.
+with the same body, as Prometheus does. `check_history` then compares what the server
+holds (read back through remote read with `check_remote`, or from a stopped server's
+data directory) against the history: every acknowledged sample, bit for bit; nothing
+that was never sent; no duplicates. A request that is not acknowledged may be present or
+absent, but in each series all of its samples or none. Docs: docs/durability.md.
 """
 
 from __future__ import annotations
 
 import enum
+import os
 import threading
 import time
 from collections import defaultdict
@@ -21,10 +24,23 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 import numpy.typing as npt
+import pytest
 import snappy
 
 from proto import remote_pb2
-from tests.e2e.samples import STALE_NAN_BITS, LabelSet, Stored, bits_float, float_bits
+from tests.e2e.samples import (
+    EQ,
+    NRE,
+    RE,
+    STALE_NAN_BITS,
+    LabelSet,
+    Matcher,
+    RemoteReadFailed,
+    Stored,
+    bits_float,
+    float_bits,
+    read_remote,
+)
 
 DEFAULT_TENANT = "default"
 HEADERS = {
@@ -33,6 +49,8 @@ HEADERS = {
     "X-Prometheus-Remote-Write-Version": "0.1.0",
 }
 _MASK64 = (1 << 64) - 1
+LONG_ENV = "STRATA_FAULT_LONG"
+READ_TIMEOUT_S = 120.0
 
 # Bit patterns a float64 store is most likely to get wrong; the rest of the values are
 # arbitrary 64-bit patterns, which include NaNs with random payloads.
@@ -61,10 +79,15 @@ AWKWARD_BITS = (
 # leaves room for far more samples than a minute of load sends (~25,000 a series) before
 # it would pass Strata's limit of 10 minutes ahead of the clock.
 _HOUR_MS = 3_600_000
+ALL_SHAPES = ("recent", "near_future", "epoch", "negative", "sparse", "hourly")
+# Shapes whose old samples fall into a handful of 2-hour windows: "sparse" and "hourly"
+# cross a window every few requests, and every window crossed becomes a block of its own.
+# Tests that upload through a slow bucket, or run for minutes, use these.
+FEW_BLOCK_SHAPES = ("recent", "near_future", "epoch", "negative")
 
 
 def series_shapes(now_ms: int) -> tuple[tuple[str, int, int], ...]:
-    """(shape name, first timestamp, step) of each series a worker writes."""
+    """(shape name, first timestamp, step) of each series a worker writes, as ALL_SHAPES."""
     return (
         ("recent", now_ms - _HOUR_MS, 1),
         ("near_future", now_ms + 60_000, 1),
@@ -73,6 +96,11 @@ def series_shapes(now_ms: int) -> tuple[tuple[str, int, int], ...]:
         ("sparse", now_ms - 30 * 24 * _HOUR_MS, 15_000),
         ("hourly", 315_532_800_000, _HOUR_MS),  # from 1980
     )
+
+
+def long_form() -> bool:
+    """Whether the fault tests run their long form (STRATA_FAULT_LONG=1, by hand)."""
+    return os.environ.get(LONG_ENV, "") not in ("", "0")
 
 
 class Outcome(enum.Enum):
@@ -156,6 +184,21 @@ class History:
         with self._lock:
             return sum(1 for a in self.attempts if a.outcome is outcome)
 
+    def attempts_between(self, start_s: float, end_s: float) -> list[Attempt]:
+        """Attempts sent at or after `start_s` and answered by `end_s` (monotonic clock)."""
+        with self._lock:
+            return [a for a in self.attempts if a.start_s >= start_s and a.end_s <= end_s]
+
+
+def wait_for_new_ack(history: History, timeout_s: float) -> None:
+    """Until one more request is acknowledged than now; fails the test after `timeout_s`."""
+    before = history.count(Outcome.ACKNOWLEDGED)
+    deadline = time.monotonic() + timeout_s
+    while history.count(Outcome.ACKNOWLEDGED) <= before:
+        if time.monotonic() > deadline:
+            pytest.fail(f"no request acknowledged within {timeout_s:.0f} s")
+        time.sleep(0.01)
+
 
 def _mix64(x: int) -> int:
     """splitmix64's finaliser: a well-spread 64-bit hash of x."""
@@ -199,7 +242,12 @@ class Worker:
     """Makes the requests of one worker: its own series, each a strictly rising timeline."""
 
     def __init__(
-        self, worker: int, tenant_header: str | None, now_ms: int, samples_per_series: int
+        self,
+        worker: int,
+        tenant_header: str | None,
+        now_ms: int,
+        samples_per_series: int,
+        shapes: tuple[str, ...] = ALL_SHAPES,
     ) -> None:
         self.worker = worker
         self.tenant_header = tenant_header
@@ -207,6 +255,8 @@ class Worker:
         tenant = tenant_header or DEFAULT_TENANT
         self.plans: list[_SeriesPlan] = []
         for k, (shape, first_ts, step) in enumerate(series_shapes(now_ms)):
+            if shape not in shapes:
+                continue
             labels = (
                 ("__name__", "ackload_value"),
                 ("k", str(k)),
@@ -252,6 +302,10 @@ class LoadConfig:
     no_retry_workers: int = 1
     """The last workers send each request once, so some requests stay unknown for good."""
     retry_backoff_s: tuple[float, float] = (0.02, 0.5)
+    shapes: tuple[str, ...] = ALL_SHAPES
+    rate_samples_per_s: float = 0.0
+    """Samples a second across all workers (new requests only, retries not paced); 0: as
+    fast as the server answers."""
 
 
 class AckLoad:
@@ -268,7 +322,13 @@ class AckLoad:
         self.errors: list[BaseException] = []
         now_ms = int(time.time() * 1000)
         self.workers = [
-            Worker(w, None if w % 2 == 0 else f"tenant-{w}", now_ms, config.samples_per_series)
+            Worker(
+                w,
+                None if w % 2 == 0 else f"tenant-{w}",
+                now_ms,
+                config.samples_per_series,
+                config.shapes,
+            )
             for w in range(config.workers)
         ]
 
@@ -293,7 +353,8 @@ class AckLoad:
             thread.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
 
-    def _next_id(self) -> int:
+    def next_id(self) -> int:
+        """A request id no other request of this load has."""
         with self._ids_lock:
             return next(self._ids)
 
@@ -303,12 +364,24 @@ class AckLoad:
                 timeout=self.config.request_timeout_s,
                 limits=httpx.Limits(max_connections=1),
             ) as client:
+                next_send = time.monotonic()
                 while not self._stop.is_set():
-                    request = worker.next_request(self._next_id())
+                    request = worker.next_request(self.next_id())
                     self.history.add_request(request)
                     self._send_until_known(client, request, self._retries(worker))
+                    next_send = self._pace(next_send, request.sample_count)
         except BaseException as exc:  # a bug in the generator must fail the test, not hide
             self.errors.append(exc)
+
+    def _pace(self, last_send: float, samples: int) -> float:
+        """Sleep until this worker's share of the rate allows the next request."""
+        rate = self.config.rate_samples_per_s
+        if rate <= 0:
+            return last_send
+        # After an outage, catch up for at most a second instead of bursting.
+        next_send = max(last_send + samples * self.config.workers / rate, time.monotonic() - 1)
+        self._stop.wait(max(0.0, next_send - time.monotonic()))
+        return next_send
 
     def _retries(self, worker: Worker) -> bool:
         return worker.worker < self.config.workers - self.config.no_retry_workers
@@ -354,12 +427,42 @@ class CheckResult:
     """What the stored data says about the history; `problems` empty means it holds."""
 
     problems: list[str] = field(default_factory=list)
+    requests: dict[Outcome, int] = field(default_factory=dict)
+    unknown_answers: int = 0
     acknowledged_samples: int = 0
     unknown_samples: int = 0
     unknown_samples_stored: int = 0
     stored_samples: int = 0
-    requests: dict[Outcome, int] = field(default_factory=dict)
-    partially_stored_requests: int = 0
+    verified_samples: int = 0
+    series: int = 0
+    lost_samples: int = 0
+    invented_samples: int = 0
+    duplicated_samples: int = 0
+    changed_samples: int = 0
+    half_present: int = 0
+    """(request, series) pairs not acknowledged with some but not all samples stored."""
+
+    def figures(self) -> str:
+        """The checker's figures on one line, for test output and assertion messages."""
+        r = self.requests
+        return (
+            f"requests acknowledged {r.get(Outcome.ACKNOWLEDGED, 0)}, "
+            f"rejected {r.get(Outcome.REJECTED, 0)}, unknown {r.get(Outcome.UNKNOWN, 0)} "
+            f"({self.unknown_answers} unknown answers); samples verified "
+            f"{self.verified_samples} bit-exact in {self.series} series "
+            f"({self.acknowledged_samples} acknowledged, {self.unknown_samples_stored} of "
+            f"{self.unknown_samples} unknown present); lost {self.lost_samples}, "
+            f"invented {self.invented_samples}, duplicated {self.duplicated_samples}, "
+            f"changed {self.changed_samples}, half-present {self.half_present}"
+        )
+
+
+def assert_nothing_lost(result: CheckResult, label: str) -> None:
+    """Print the figures (shown with -rP or -s) and fail with them on any problem."""
+    line = f"{label}: {result.figures()}"
+    print(line)
+    assert result.problems == [], line + "\n" + "\n".join(result.problems)
+    assert result.acknowledged_samples > 0, f"nothing was acknowledged; {line}"
 
 
 def _fates(history: History) -> dict[int, Outcome]:
@@ -413,17 +516,20 @@ def _sorted_arrays(
 
 
 def check_history(history: History, stored: Mapping[str, Stored], limit: int = 20) -> CheckResult:
-    """Compare a stopped server's data (tenant -> series) with everything the load sent."""
+    """Compare the server's data (tenant -> series) with everything the load sent."""
     result = CheckResult()
     fates = _fates(history)
     for outcome in Outcome:
         result.requests[outcome] = sum(1 for f in fates.values() if f is outcome)
+    result.unknown_answers = history.count(Outcome.UNKNOWN)
     sent = _by_series(history, fates)
-    stored_ids = {(tenant, labels) for tenant, series in stored.items() for labels in series}
-    for series in sorted(stored_ids - set(sent)):
-        result.problems.append(f"series never sent is stored: {series}")
-    # request id -> [samples stored, samples sent], for requests not acknowledged
-    unknown_presence: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for tenant, series in stored.items():
+        for labels, (got_ts, _) in series.items():
+            result.series += 1
+            if (tenant, labels) not in sent:
+                result.invented_samples += len(got_ts)
+                result.stored_samples += len(got_ts)
+                result.problems.append(f"series never sent is stored: {(tenant, labels)}")
     for series_id, h in sent.items():
         ts, bits, acked, request_ids = _sorted_arrays(h)
         if np.any(np.diff(ts) == 0):
@@ -438,13 +544,7 @@ def check_history(history: History, stored: Mapping[str, Stored], limit: int = 2
         _check_series(series_id, ts, bits, acked, got_ts, got_bits, result)
         present = np.isin(ts, got_ts)
         result.unknown_samples_stored += int((present & ~acked).sum())
-        for rid, p in zip(request_ids[~acked].tolist(), present[~acked].tolist(), strict=True):
-            counts = unknown_presence[rid]
-            counts[0] += p
-            counts[1] += 1
-    result.partially_stored_requests = sum(
-        1 for stored_n, sent_n in unknown_presence.values() if 0 < stored_n < sent_n
-    )
+        _check_whole_requests(series_id, request_ids[~acked], present[~acked], result)
     del result.problems[limit:]
     return result
 
@@ -460,15 +560,22 @@ def _check_series(
 ) -> None:
     """One series: no duplicates, nothing unsent, no changed value, no lost acknowledgement."""
     problems = result.problems
-    if np.any(np.diff(got_ts) <= 0):
-        dup = got_ts[1:][np.diff(got_ts) <= 0][:5].tolist()
-        problems.append(f"{series_id}: stored timestamps not strictly ascending near {dup}")
+    repeats = np.diff(got_ts) <= 0
+    if np.any(repeats):
+        result.duplicated_samples += int(repeats.sum())
+        problems.append(
+            f"{series_id}: stored timestamps not strictly ascending near "
+            f"{got_ts[1:][repeats][:5].tolist()}"
+        )
     where = np.clip(np.searchsorted(ts, got_ts), 0, max(len(ts) - 1, 0))
     known = (ts[where] == got_ts) if len(ts) else np.zeros(len(got_ts), bool)
     if not np.all(known):
+        result.invented_samples += int((~known).sum())
         problems.append(f"{series_id}: stored but never sent at {got_ts[~known][:5].tolist()}")
     differ = known & (bits[where] != got_bits)
+    result.verified_samples += int((known & ~differ).sum())
     if np.any(differ):
+        result.changed_samples += int(differ.sum())
         i = int(np.flatnonzero(differ)[0])
         problems.append(
             f"{series_id}: {int(differ.sum())} values changed; first at ts {int(got_ts[i])}: "
@@ -476,7 +583,79 @@ def _check_series(
         )
     lost = acked & ~np.isin(ts, got_ts)
     if np.any(lost):
+        result.lost_samples += int(lost.sum())
         problems.append(
             f"{series_id}: {int(lost.sum())} acknowledged samples missing, "
             f"first timestamps {ts[lost][:5].tolist()}"
         )
+
+
+def _check_whole_requests(
+    series_id: SeriesId,
+    request_ids: npt.NDArray[np.int64],
+    present: npt.NDArray[np.bool_],
+    result: CheckResult,
+) -> None:
+    """Each request not acknowledged is in the series with all its samples or none."""
+    if not len(request_ids):
+        return
+    ids, inverse = np.unique(request_ids, return_inverse=True)
+    stored_n = np.bincount(inverse, weights=present, minlength=len(ids))
+    sent_n = np.bincount(inverse, minlength=len(ids))
+    half = (stored_n > 0) & (stored_n < sent_n)
+    if np.any(half):
+        result.half_present += int(half.sum())
+        i = int(np.flatnonzero(half)[0])
+        result.problems.append(
+            f"{series_id}: {int(half.sum())} unacknowledged requests half stored; request "
+            f"{int(ids[i])} has {int(stored_n[i])} of its {int(sent_n[i])} samples"
+        )
+
+
+def read_back(
+    read_url: str, history: History, *, attempts: int = 1, retry_s: float = 1.0
+) -> dict[str, Stored]:
+    """Everything the server serves of the tenants the load wrote, through remote read.
+
+    Per tenant one read per worker (bounded answers), and one for every series no worker
+    of the load owns (which must be none). A read that fails is tried again, up to
+    `attempts` times; a test that expects failures (a flaky bucket) asks for more.
+    """
+    workers: dict[str | None, set[int]] = defaultdict(set)
+    for request in history.requests.values():
+        workers[request.tenant_header].add(request.worker)
+    stored: dict[str, Stored] = {}
+    with httpx.Client(timeout=READ_TIMEOUT_S) as client:
+        for tenant_header, numbers in sorted(workers.items(), key=lambda kv: kv[0] or ""):
+            owned = "|".join(str(w) for w in sorted(numbers))
+            reads: list[list[Matcher]] = [[(EQ, "worker", str(w))] for w in sorted(numbers)]
+            reads.append([(RE, "__name__", ".+"), (NRE, "worker", owned)])
+            tenant = stored.setdefault(tenant_header or DEFAULT_TENANT, {})
+            for matchers in reads:
+                tenant.update(
+                    _read_with_retries(client, read_url, tenant_header, matchers, attempts, retry_s)
+                )
+    return stored
+
+
+def _read_with_retries(
+    client: httpx.Client,
+    read_url: str,
+    tenant_header: str | None,
+    matchers: list[Matcher],
+    attempts: int,
+    retry_s: float,
+) -> Stored:
+    for attempt in range(attempts):
+        try:
+            return read_remote(client, read_url, tenant_header, [matchers])
+        except RemoteReadFailed:
+            if attempt + 1 == attempts:
+                raise
+            time.sleep(retry_s)
+    raise AssertionError("unreachable: attempts must be positive")
+
+
+def check_remote(read_url: str, history: History, *, attempts: int = 1) -> CheckResult:
+    """`check_history` against what the server at `read_url` answers through remote read."""
+    return check_history(history, read_back(read_url, history, attempts=attempts))
