@@ -11,6 +11,9 @@ gets 204. It is started again on the same ports and data, the queue drains, the 
 third follows. Finally the blocks are read from the bucket alone — no WAL, no queue — and
 must hold exactly the corpus's samples, bit for bit, each once; the early sample stays in
 the head, since its own window is not due.
+
+Long form (`STRATA_FAULT_LONG=1`, docs/durability.md): the middle third is paced over a
+3-minute outage instead of sent at full speed.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from gateway.head_cut import BLOCK_DURATION_MS, window_start
 from gateway.shipper import queued_blocks
 from proto import remote_pb2, types_pb2
 from tests.conftest import read_corpus
-from tests.e2e.ackload import DEFAULT_TENANT, HEADERS
+from tests.e2e.ackload import DEFAULT_TENANT, HEADERS, long_form
 from tests.e2e.conftest import attach_log
 from tests.e2e.samples import LabelSet, Stored, count_samples
 from tests.e2e.servers import StrataServer, metric_value, parse_metrics_text
@@ -57,13 +60,22 @@ UPLOAD_BACKOFF_MAX_S = 1.0
 WAIT_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 30.0
 EARLY_METRIC = "strata_e2e_next_window"
+LONG_OUTAGE_S = 180.0
 
 Metrics = Mapping[str, float]
 
 
-def post_all(client: httpx.Client, url: str, bodies: list[bytes]) -> Counter[int]:
-    """POST each body in order on one connection; answers counted by status code."""
-    return Counter(client.post(url, content=body, headers=HEADERS).status_code for body in bodies)
+def post_all(
+    client: httpx.Client, url: str, bodies: list[bytes], over_s: float = 0.0
+) -> Counter[int]:
+    """POST each body in order on one connection, spread over `over_s` (0: at full
+    speed); answers counted by status code."""
+    answers: Counter[int] = Counter()
+    started = time.monotonic()
+    for i, body in enumerate(bodies):
+        time.sleep(max(0.0, started + over_s * i / len(bodies) - time.monotonic()))
+        answers[client.post(url, content=body, headers=HEADERS).status_code] += 1
+    return answers
 
 
 def next_window_sample(corpus_maxt: int) -> bytes:
@@ -181,8 +193,14 @@ def test_corpus_reaches_s3_across_an_outage_and_reads_back_bit_exact(
             )
 
             own_seaweedfs.stop()
+            outage_started = time.monotonic()
             down = parse_metrics_text(server.metrics())
-            answers += post_all(client, server.write_url, bodies[outage_starts:outage_ends])
+            answers += post_all(
+                client,
+                server.write_url,
+                bodies[outage_starts:outage_ends],
+                LONG_OUTAGE_S if long_form() else 0.0,
+            )
             # Blocks cut while the bucket is down fail to upload and wait in the queue.
             wait_for(
                 server,
@@ -196,6 +214,7 @@ def test_corpus_reaches_s3_across_an_outage_and_reads_back_bit_exact(
             )
 
             own_seaweedfs.start()
+            outage_s = time.monotonic() - outage_started
             wait_for(
                 server,
                 "the queue drained after S3 came back",
@@ -232,6 +251,17 @@ def test_corpus_reaches_s3_across_an_outage_and_reads_back_bit_exact(
         assert sorted(index.blocks) == block_ids
         stored = read_bucket(store, DEFAULT_TENANT, block_ids)
 
+    lost = sum(
+        int(np.count_nonzero(~np.isin(ts, stored.get(labels, (np.empty(0, np.int64),))[0])))
+        for labels, (ts, _) in expected.items()
+    )
+    print(
+        f"S3 outage of {outage_s:.0f} s: requests acknowledged {answers[204]}, other answers "
+        f"{sum(answers.values()) - answers[204]}; upload failures "
+        f"{metric(after, 'strata_block_upload_failures_total'):.0f}; read from the bucket "
+        f"alone: {count_samples(stored)} samples in {len(stored)} series for "
+        f"{CORPUS_SAMPLES} sent, lost {lost}"
+    )
     assert set(stored) == set(expected)
     order = sorted(expected)
     want_ts, want_bits = flatten(expected, order)
