@@ -63,19 +63,13 @@ class BlockReader:
             overlap = (index.chunks.maxt[lo:hi] >= mint) & (index.chunks.mint[lo:hi] <= maxt)
             wanted[series] = lo + np.flatnonzero(overlap)
         rows = np.concatenate(list(wanted.values())) if wanted else np.zeros(0, dtype=np.int64)
-        chunks = self._chunks(
-            index.chunks.page[rows].astype(np.int64), index.chunks.slot[rows].astype(np.int64)
-        )
+        chunks = self.chunks_at(rows)
         out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for series, chunk_rows in wanted.items():
             ts_parts: list[np.ndarray] = []
             value_parts: list[np.ndarray] = []
             for row in chunk_rows.tolist():
-                ts, values = chunks[(int(index.chunks.page[row]), int(index.chunks.slot[row]))]
-                if len(ts) != int(index.chunks.samples[row]):
-                    raise CorruptBlock(
-                        "chunk size differs from the index", block_id=self.meta.block_id
-                    )
+                ts, values = chunks[row]
                 ts_parts.append(ts)
                 value_parts.append(values)
             ts = np.concatenate(ts_parts) if ts_parts else np.zeros(0, dtype=np.int64)
@@ -84,14 +78,28 @@ class BlockReader:
             out[series] = (ts[keep], values[keep])
         return out
 
+    def chunks_at(self, rows: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """The decoded chunks at these rows of the index's chunk table, by row."""
+        chunks = self.index.chunks
+        pages = chunks.page[rows].astype(np.int64).tolist()
+        slots = chunks.slot[rows].astype(np.int64).tolist()
+        decoded = self._chunks(pages, slots)
+        out = {}
+        for row, page, slot in zip(rows.tolist(), pages, slots, strict=True):
+            chunk = decoded[(page, slot)]
+            if len(chunk[0]) != int(chunks.samples[row]):
+                raise CorruptBlock("chunk size differs from the index", block_id=self.meta.block_id)
+            out[row] = chunk
+        return out
+
     def _chunks(
-        self, pages: np.ndarray, slots: np.ndarray
+        self, pages: list[int], slots: list[int]
     ) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
         """The decoded chunks at (page, slot), from the cache or fetched and decoded."""
         found: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         missing: dict[int, set[int]] = {}
         block_id = self.meta.block_id
-        for page, slot in zip(pages.tolist(), slots.tolist(), strict=True):
+        for page, slot in zip(pages, slots, strict=True):
             if (page, slot) in found:
                 continue
             cached = self.cache.get((block_id, page, slot)) if self.cache is not None else None

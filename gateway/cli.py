@@ -60,6 +60,7 @@ QUERY_SETTINGS = (
     "query_downsampled",
     "index_cache_bytes",
     "chunk_cache_bytes",
+    "stream_cache_bytes",
     "bucket_index_refresh_s",
     "bucket_index_max_age_s",
     "shutdown_timeout_s",

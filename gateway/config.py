@@ -226,6 +226,12 @@ class GatewayConfig:
         default=64 * MIB,
         metadata=_help("memory for decoded chunks kept between queries (0: none)"),
     )
+    stream_cache_bytes: int = field(
+        default=32 * MIB,
+        metadata=_help(
+            "memory for XOR-encoded chunks kept between streamed remote-read answers (0: none)"
+        ),
+    )
     index_cache_bytes: int = field(
         default=64 * MIB, metadata=_help("memory for decoded block indexes kept between queries")
     )

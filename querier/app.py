@@ -21,7 +21,7 @@ from gateway.config import GatewayConfig
 from gateway.http import add_status_routes, install_error_handlers
 from gateway.tenant_limits import Limits
 from querier.engine import Engine, LocalView
-from querier.metrics import QuerierMetrics
+from querier.metrics import CacheCollector, QuerierMetrics
 from querier.read_api import READ_PATH, ReadHandler
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,16 @@ def build_read_handler(
         index_max_age_ms=int(config.bucket_index_max_age_s * 1000),
         downsampled=config.query_downsampled,
         chunk_cache_bytes=config.chunk_cache_bytes,
+        stream_cache_bytes=config.stream_cache_bytes,
+    )
+    registry.register(
+        CacheCollector(
+            {
+                "index": engine.block_indexes,
+                "chunks": engine.chunks,
+                "stream": engine.encoded_chunks,
+            }
+        )
     )
     return ReadHandler(
         engine,

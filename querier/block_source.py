@@ -7,6 +7,8 @@ their chunks overlap the query's range, and how many samples those chunks hold.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
+from typing import TypeVar
 
 import numpy as np
 
@@ -18,10 +20,13 @@ from blocks.objstore.base import ObjectStore
 from blocks.reader import BlockReader
 from querier.matchers import Matcher
 from querier.postings import select_series
-from querier.selection import Part, Selection
+from querier.selection import EncodedChunks, Part, Piece, Selection
+from querier.stream_chunks import EncodedChunkCache, encode_stored_chunks
 
 # Blocks rank below the head; among themselves by id, which sorts by creation time.
 BLOCK_RANK = 0
+
+T = TypeVar("T")
 
 
 def select_block(
@@ -35,11 +40,13 @@ def select_block(
     checkpoint: Callable[[], None],
     fallback: ObjectStore | None = None,
     cache: ChunkCache | None = None,
+    encoded_cache: EncodedChunkCache | None = None,
 ) -> Selection:
     """The block's series matching `matchers` with samples in [mint, maxt].
 
     `fallback`: where to read the block if it vanishes from `store` (a queued block
-    that was uploaded and removed from the queue meanwhile).
+    that was uploaded and removed from the queue meanwhile). `cache` keeps decoded
+    chunks, `encoded_cache` XOR-encoded ones for streamed answers.
     """
     ids = select_series(index, matchers, checkpoint=checkpoint)
     samples = samples_in_range(index, ids, mint, maxt)
@@ -53,11 +60,19 @@ def select_block(
         )
         return [found[i] for i in wanted]
 
+    def read_pieces(positions: Sequence[int]) -> list[list[Piece]]:
+        wanted = [int(ids[p]) for p in positions]
+        pieces = partial(block_pieces, mint=mint, maxt=maxt, encoded_cache=encoded_cache)
+        found = _with_fallback(store, fallback, meta, index, cache, wanted, pieces)
+        return [found[i] for i in wanted]
+
     return Selection(
         labels=[tuple(index.labels(int(i))) for i in ids],
         samples=int(samples[keep].sum()),
         rank=(BLOCK_RANK, meta.block_id),
         read=read,
+        span=(meta.mint, meta.maxt),
+        read_pieces=read_pieces,
     )
 
 
@@ -84,15 +99,78 @@ def read_block_series(
 ) -> dict[int, Part]:
     """Samples in [mint, maxt] of the block's series `ids`, from `store`, else `fallback`;
     decoded chunks come from and go to `cache`."""
+
+    def samples(reader: BlockReader, ids: Sequence[int]) -> dict[int, Part]:
+        return reader.read_series(ids, mint, maxt)
+
+    return _with_fallback(store, fallback, meta, index, cache, ids, samples)
+
+
+def block_pieces(
+    reader: BlockReader,
+    ids: Sequence[int],
+    *,
+    mint: int,
+    maxt: int,
+    encoded_cache: EncodedChunkCache | None,
+) -> dict[int, list[Piece]]:
+    """The series `ids` as streamed-answer pieces: each stored chunk inside [mint, maxt]
+    XOR-encoded whole (from `encoded_cache`, or encoded and put there), the chunks the
+    range cuts through as their samples within it."""
+    chunks = reader.index.chunks
+    block_id = reader.meta.block_id
+    rows: dict[int, list[int]] = {}
+    whole: dict[int, EncodedChunks | None] = {}
+    for series in ids:
+        lo, hi = reader.index.chunk_range(series)
+        overlap = (chunks.maxt[lo:hi] >= mint) & (chunks.mint[lo:hi] <= maxt)
+        rows[series] = (lo + np.flatnonzero(overlap)).tolist()
+        for row in rows[series]:
+            if chunks.mint[row] >= mint and chunks.maxt[row] <= maxt:
+                key = (block_id, int(chunks.page[row]), int(chunks.slot[row]))
+                whole[row] = encoded_cache.get(key) if encoded_cache is not None else None
+    to_decode = [row for series_rows in rows.values() for row in series_rows]
+    to_decode = [row for row in to_decode if whole.get(row) is None]
+    decoded = reader.chunks_at(np.array(to_decode, dtype=np.int64))
+    misses = [row for row, found in whole.items() if found is None]
+    fresh = encode_stored_chunks([decoded[r] for r in misses])
+    for row, encoded in zip(misses, fresh, strict=True):
+        whole[row] = encoded
+        if encoded_cache is not None:
+            encoded_cache.put((block_id, int(chunks.page[row]), int(chunks.slot[row])), encoded)
+    out: dict[int, list[Piece]] = {}
+    for series, series_rows in rows.items():
+        pieces: list[Piece] = []
+        for row in series_rows:
+            found = whole.get(row)
+            if found is not None:
+                pieces.append(found)
+                continue
+            ts, values = decoded[row]
+            keep = (ts >= mint) & (ts <= maxt)
+            if keep.any():
+                pieces.append((ts[keep], values[keep]))
+        out[series] = pieces
+    return out
+
+
+def _with_fallback(
+    store: ObjectStore,
+    fallback: ObjectStore | None,
+    meta: BlockMeta,
+    index: BlockIndex,
+    cache: ChunkCache | None,
+    ids: Sequence[int],
+    read: Callable[[BlockReader, Sequence[int]], dict[int, T]],
+) -> dict[int, T]:
+    """`read` from the block in `store`, else (vanished from there) in `fallback`."""
     prefix = f"{meta.tenant}/{meta.block_id}"
     try:
-        reader = BlockReader(store, prefix, meta=meta, index=index, cache=cache)
-        return reader.read_series(ids, mint, maxt)
+        return read(BlockReader(store, prefix, meta=meta, index=index, cache=cache), ids)
     except NotFound:
         if fallback is None:
             raise
-        reader = BlockReader(fallback, prefix, meta=meta, index=index, cache=cache)
-        return reader.read_series(ids, mint, maxt)
+        return read(BlockReader(fallback, prefix, meta=meta, index=index, cache=cache), ids)
 
 
 def _per_series_sum(

@@ -16,6 +16,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 
 import numpy as np
 
@@ -45,7 +46,15 @@ from querier.resolution import (
     union,
     wanted_resolution,
 )
-from querier.selection import AggregateParts, AggregateSelection, LabelSet, Part, Selection
+from querier.selection import (
+    AggregateParts,
+    AggregateSelection,
+    LabelSet,
+    Part,
+    Piece,
+    Selection,
+)
+from querier.stream_chunks import EncodedChunkCache
 
 log = logging.getLogger(__name__)
 
@@ -153,12 +162,16 @@ class Engine:
         index_max_age_ms: int,
         downsampled: bool = True,
         chunk_cache_bytes: int = 0,
+        stream_cache_bytes: int = 0,
     ) -> None:
         self.store = store
         self.limits = limits
         self.downsampled = downsampled
         self.block_indexes = BlockIndexCache(store, index_cache_bytes)
         self.chunks = ChunkCache(chunk_cache_bytes) if chunk_cache_bytes > 0 else None
+        self.encoded_chunks = (
+            EncodedChunkCache(stream_cache_bytes) if stream_cache_bytes > 0 else None
+        )
         self.bucket_indexes = BucketIndexCache(
             store, refresh_s=index_refresh_s, max_age_ms=index_max_age_ms
         )
@@ -305,6 +318,7 @@ class Engine:
             checkpoint=query.deadline.check,
             fallback=fallback,
             cache=self.chunks,
+            encoded_cache=self.encoded_chunks,
         )
         query.deadline.check()
         return selection
@@ -348,30 +362,89 @@ class Engine:
         """The plan's series with their merged samples, a batch at a time, in label order."""
         for start in range(0, len(plan.series), SERIES_PER_BATCH):
             deadline.check()
-            stop = start + SERIES_PER_BATCH
-            wanted: dict[int, list[int]] = {}
-            for places in plan.places[start:stop]:
-                for number, position in places:
-                    wanted.setdefault(number, []).append(position)
-            raw: dict[tuple[int, int], Part] = {}
-            aggregated: dict[tuple[int, int], AggregateParts] = {}
-            for number, positions in wanted.items():
-                selection = plan.selections[number]
-                if isinstance(selection, Selection):
-                    for position, part in zip(positions, selection.read(positions), strict=True):
-                        raw[(number, position)] = part
-                else:
-                    found = selection.read(positions)
-                    for position, parts in zip(positions, found, strict=True):
-                        aggregated[(number, position)] = parts
-            batch = []
-            for labels, places in zip(
-                plan.series[start:stop], plan.places[start:stop], strict=True
-            ):
-                merged = _series_samples(plan, places, raw, aggregated)
-                if len(merged[0]):
-                    batch.append((labels, merged))
+            numbers = range(start, min(start + SERIES_PER_BATCH, len(plan.series)))
+            merged = self._merged(plan, numbers)
+            yield [(plan.series[i], merged[i]) for i in numbers if len(merged[i][0])]
+
+    def piece_batches(
+        self, plan: QueryPlan, deadline: Deadline
+    ) -> Iterator[list[tuple[LabelSet, list[Piece]]]]:
+        """`batches` for a streamed answer: a series whose places are blocks holding
+        disjoint time ranges is their pieces in time order, encoded chunks reused
+        (querier/stream_chunks.py); any other is its merged samples as one piece."""
+        for start in range(0, len(plan.series), SERIES_PER_BATCH):
+            deadline.check()
+            numbers = range(start, min(start + SERIES_PER_BATCH, len(plan.series)))
+            joinable = [i for i in numbers if _joinable(plan, plan.places[i])]
+            pieces = self._joined_pieces(plan, joinable)
+            merged = self._merged(plan, [i for i in numbers if i not in pieces])
+            batch: list[tuple[LabelSet, list[Piece]]] = []
+            for i in numbers:
+                own: list[Piece] = pieces.get(i) or ([merged[i]] if len(merged[i][0]) else [])
+                if own:
+                    batch.append((plan.series[i], own))
             yield batch
+
+    def _joined_pieces(self, plan: QueryPlan, numbers: Sequence[int]) -> dict[int, list[Piece]]:
+        """The pieces of each series numbered, its places' pieces one after another."""
+        wanted: dict[int, list[int]] = {}
+        for i in numbers:
+            for number, position in plan.places[i]:
+                wanted.setdefault(number, []).append(position)
+        read: dict[tuple[int, int], list[Piece]] = {}
+        for number, positions in wanted.items():
+            selection = plan.selections[number]
+            assert isinstance(selection, Selection)
+            assert selection.read_pieces is not None
+            for position, found in zip(positions, selection.read_pieces(positions), strict=True):
+                read[(number, position)] = found
+        out = {}
+        for i in numbers:
+            places = sorted(plan.places[i], key=lambda p: _span_of(plan, p[0])[0])
+            out[i] = [piece for place in places for piece in read[place]]
+        return out
+
+    def _merged(self, plan: QueryPlan, numbers: Sequence[int]) -> dict[int, Part]:
+        """The merged samples of each series numbered (possibly empty)."""
+        wanted: dict[int, list[int]] = {}
+        for i in numbers:
+            for number, position in plan.places[i]:
+                wanted.setdefault(number, []).append(position)
+        raw: dict[tuple[int, int], Part] = {}
+        aggregated: dict[tuple[int, int], AggregateParts] = {}
+        for number, positions in wanted.items():
+            selection = plan.selections[number]
+            if isinstance(selection, Selection):
+                for position, part in zip(positions, selection.read(positions), strict=True):
+                    raw[(number, position)] = part
+            else:
+                found = selection.read(positions)
+                for position, parts in zip(positions, found, strict=True):
+                    aggregated[(number, position)] = parts
+        return {i: _series_samples(plan, plan.places[i], raw, aggregated) for i in numbers}
+
+
+def _span_of(plan: QueryPlan, number: int) -> tuple[int, int]:
+    selection = plan.selections[number]
+    assert isinstance(selection, Selection)
+    assert selection.span is not None
+    return selection.span
+
+
+def _joinable(plan: QueryPlan, places: list[tuple[int, int]]) -> bool:
+    """Whether a series' samples are its places' samples one after another: raw blocks
+    only (no spans, no head), whose time ranges do not overlap, so nothing is merged."""
+    if plan.spans:
+        return False
+    spans = []
+    for number, _ in places:
+        selection = plan.selections[number]
+        if not isinstance(selection, Selection) or selection.read_pieces is None:
+            return False
+        assert selection.span is not None
+        spans.append(selection.span)
+    spans.sort()
+    return all(prev[1] <= nxt[0] for prev, nxt in pairwise(spans))
 
 
 def _series_samples(

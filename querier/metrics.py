@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from blocks.meta import Resolution
 
@@ -62,3 +65,40 @@ class QuerierMetrics:
     def observe(self, kind: str, seconds: float) -> None:
         """Record a completed request's duration."""
         self.duration.labels(kind).observe(seconds)
+
+
+class CacheStats(Protocol):
+    """What every read cache counts."""
+
+    hits: int
+    misses: int
+    nbytes: int
+    max_bytes: int
+
+
+class CacheCollector(Collector):
+    """The read caches' hits, misses and bytes, read from the caches at each scrape:
+    `strata_read_cache_lookups_total{cache, result}`, `strata_read_cache_bytes{cache}`
+    and `strata_read_cache_max_bytes{cache}`."""
+
+    def __init__(self, caches: Mapping[str, CacheStats | None]) -> None:
+        self.caches = {name: cache for name, cache in caches.items() if cache is not None}
+
+    def collect(self) -> Iterator[Metric]:
+        lookups = CounterMetricFamily(
+            "strata_read_cache_lookups",
+            "Read cache lookups, by cache (index, chunks, stream) and result (hit, miss).",
+            labels=["cache", "result"],
+        )
+        held = GaugeMetricFamily(
+            "strata_read_cache_bytes", "Bytes a read cache holds now.", labels=["cache"]
+        )
+        bound = GaugeMetricFamily(
+            "strata_read_cache_max_bytes", "The bound of a read cache, in bytes.", labels=["cache"]
+        )
+        for name, cache in self.caches.items():
+            lookups.add_metric([name, "hit"], cache.hits)
+            lookups.add_metric([name, "miss"], cache.misses)
+            held.add_metric([name], cache.nbytes)
+            bound.add_metric([name], cache.max_bytes)
+        yield from (lookups, held, bound)

@@ -30,7 +30,7 @@ from blocks.errors import (
 from gateway.decode import decompress_snappy, wire_type_error
 from gateway.http import read_body
 from gateway.tenants import tenant_from_headers
-from proto import remote_pb2, types_pb2
+from proto import remote_pb2
 from querier.engine import Engine, LocalView, QueryPlan
 from querier.limits import (
     Deadline,
@@ -47,9 +47,7 @@ from querier.samples_response import (
     encode_read_response,
     encode_time_series,
 )
-from querier.selection import LabelSet
-from querier.stream_frames import encode_frame
-from querier.xor_chunk import encode_xor_series
+from querier.stream_chunks import encode_pieces, piece_samples, series_frames
 
 log = logging.getLogger(__name__)
 
@@ -285,36 +283,15 @@ class ReadHandler:
 
     def _frames(self, plan: QueryPlan, deadline: Deadline) -> Iterator[bytes]:
         """Frames of one query, a batch of series at a time (bytes of several frames)."""
-        for batch in self.engine.batches(plan, deadline):
-            encoded = encode_xor_series([part for _, part in batch])
+        for batch in self.engine.piece_batches(plan, deadline):
+            fields = encode_pieces([pieces for _, pieces in batch])
             out = []
-            for (labels, (ts, _)), chunks in zip(batch, encoded, strict=True):
-                self.metrics.samples.inc(len(ts))
-                out.extend(self._series_frames(plan.index, labels, chunks))
-            yield b"".join(out)
-
-    def _series_frames(
-        self, query_index: int, labels: LabelSet, encoded: list[tuple[int, int, bytes]]
-    ) -> list[bytes]:
-        """One series as frames of at most max_frame_bytes of chunks each; a long series
-        spans several frames, each with its labels, as Prometheus's own server does."""
-        label_msgs = [types_pb2.Label(name=n, value=v) for n, v in labels]
-        frames = []
-        chunks: list[types_pb2.Chunk] = []
-        size = 0
-        for mint, maxt, data in encoded:
-            if chunks and size + len(data) > self.limits.max_frame_bytes:
-                frames.append(_frame(query_index, label_msgs, chunks))
-                chunks, size = [], 0
-            chunks.append(
-                types_pb2.Chunk(
-                    min_time_ms=mint, max_time_ms=maxt, type=types_pb2.Chunk.XOR, data=data
+            for (labels, pieces), series_fields in zip(batch, fields, strict=True):
+                self.metrics.samples.inc(sum(piece_samples(p) for p in pieces))
+                out.extend(
+                    series_frames(plan.index, labels, series_fields, self.limits.max_frame_bytes)
                 )
-            )
-            size += len(data)
-        if chunks:
-            frames.append(_frame(query_index, label_msgs, chunks))
-        return frames
+            yield b"".join(out)
 
 
 class _Slot:
@@ -327,14 +304,6 @@ class _Slot:
         if self._handler is not None:
             self._handler._release()
             self._handler = None
-
-
-def _frame(query_index: int, labels: list[types_pb2.Label], chunks: list[types_pb2.Chunk]) -> bytes:
-    message = remote_pb2.ChunkedReadResponse(
-        chunked_series=[types_pb2.ChunkedSeries(labels=labels, chunks=chunks)],
-        query_index=query_index,
-    )
-    return encode_frame(message.SerializeToString())
 
 
 def _next_or_none(frames: Iterator[bytes]) -> bytes | None:

@@ -21,18 +21,38 @@ AggregateParts = dict[Aggregate, Part]
 
 
 @dataclass(frozen=True, slots=True)
+class EncodedChunks:
+    """One stored chunk's samples as XOR chunk fields of a streamed answer, in time order
+    (querier/stream_chunks.py)."""
+
+    fields: list[bytes]
+    samples: int
+
+
+# A series' share of a streamed answer, in time order: encoded fields ready to copy, or
+# samples still to encode (a stored chunk a range cuts through, or merged samples).
+Piece = EncodedChunks | Part
+
+
+@dataclass(frozen=True, slots=True)
 class Selection:
     """The series of one place of raw samples matching a query.
 
     `read(positions)` returns the samples (time-sorted, within the query's range) of the
     series at those positions of `labels`, in the same order. `samples` is an upper
     bound known before reading. `rank` orders places for conflicts: higher is newer.
+
+    A block also says the range it can hold samples in (`span`, maxt exclusive) and can
+    read its series as streamed-answer pieces (`read_pieces`, querier/stream_chunks.py):
+    a series whose places' spans do not overlap is their pieces one after the other.
     """
 
     labels: list[LabelSet]
     samples: int
     rank: tuple[int, str]
     read: Callable[[Sequence[int]], list[Part]]
+    span: tuple[int, int] | None = None
+    read_pieces: Callable[[Sequence[int]], list[list[Piece]]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,113 @@
+"""A streamed answer's chunks as wire bytes, and the cache that keeps them per stored chunk.
+
+Prometheus serves a streamed read by copying the XOR chunks it stores; Strata stores its
+own encoding and must encode XOR on the way out, at about 0.15 µs a sample. A dashboard
+asks the same ranges again and again, so each stored chunk that lies wholly inside a
+query's range is encoded once, whole, into 120-sample XOR chunks kept as the bytes of
+their `ChunkedSeries.chunks` fields; a later read copies those bytes into its frames.
+Only the chunks a range cuts through, at its two ends, are encoded per read.
+
+Frames are put together from bytes too: a `ChunkedSeries` is its labels' fields followed
+by its chunk fields, and a `ChunkedReadResponse` one such series and the query index,
+exactly as protobuf would serialize them (tests/querier/test_stream_chunks.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from blocks.chunk_cache import ENTRY_OVERHEAD_BYTES, ChunkKey, LruCache
+from proto import types_pb2
+from querier.selection import EncodedChunks, LabelSet, Part, Piece
+from querier.stream_frames import encode_frame
+from querier.varint import uvarint
+from querier.xor_chunk import encode_xor_series
+
+_MASK64 = (1 << 64) - 1
+# Field tags: (number << 3) | wire type; 0 varint, 2 length-delimited.
+_CHUNK_MIN_TIME, _CHUNK_MAX_TIME, _CHUNK_TYPE, _CHUNK_DATA = b"\x08", b"\x10", b"\x18", b"\x22"
+_SERIES_CHUNKS = b"\x12"  # ChunkedSeries.chunks
+_RESPONSE_SERIES, _RESPONSE_QUERY_INDEX = b"\x0a", b"\x10"  # ChunkedReadResponse
+_XOR_TYPE = _CHUNK_TYPE + uvarint(types_pb2.Chunk.XOR)
+
+
+def chunk_field(mint: int, maxt: int, data: bytes) -> bytes:
+    """One XOR chunk as a serialized `ChunkedSeries.chunks` entry (tag, length, Chunk)."""
+    body = b"".join(
+        (
+            _CHUNK_MIN_TIME,
+            uvarint(mint & _MASK64),  # int64 as protobuf writes it: two's complement
+            _CHUNK_MAX_TIME,
+            uvarint(maxt & _MASK64),
+            _XOR_TYPE,
+            _CHUNK_DATA,
+            uvarint(len(data)),
+            data,
+        )
+    )
+    return b"".join((_SERIES_CHUNKS, uvarint(len(body)), body))
+
+
+class EncodedChunkCache(LruCache[ChunkKey, EncodedChunks]):
+    """Encoded XOR chunk fields by (block id, page, slot) of the stored chunk, LRU."""
+
+    def put(self, key: ChunkKey, chunks: EncodedChunks) -> None:
+        """Keep one stored chunk's encoding."""
+        size = sum(len(f) for f in chunks.fields) + ENTRY_OVERHEAD_BYTES
+        self._put(key, chunks, size)
+
+
+def encode_pieces(series_pieces: Sequence[Sequence[Piece]]) -> list[list[bytes]]:
+    """Every series' chunk fields in time order: encoded pieces as they are, the sample
+    pieces of all the series encoded in one call (its fixed cost is per call)."""
+    to_encode = [p for pieces in series_pieces for p in pieces if isinstance(p, tuple)]
+    encoded = iter(encode_xor_series(to_encode))
+    out = []
+    for pieces in series_pieces:
+        fields: list[bytes] = []
+        for piece in pieces:
+            if isinstance(piece, EncodedChunks):
+                fields.extend(piece.fields)
+            else:
+                fields.extend(chunk_field(*chunk) for chunk in next(encoded))
+        out.append(fields)
+    return out
+
+
+def piece_samples(piece: Piece) -> int:
+    """Samples a piece holds."""
+    return piece.samples if isinstance(piece, EncodedChunks) else len(piece[0])
+
+
+def encode_stored_chunks(parts: Sequence[Part]) -> list[EncodedChunks]:
+    """Whole stored chunks, each as its own run of XOR chunks (for the cache)."""
+    return [
+        EncodedChunks([chunk_field(*chunk) for chunk in chunks], len(part[0]))
+        for part, chunks in zip(parts, encode_xor_series(parts), strict=True)
+    ]
+
+
+def series_frames(
+    query_index: int, labels: LabelSet, fields: Sequence[bytes], max_frame_bytes: int
+) -> list[bytes]:
+    """One series as frames holding at most about max_frame_bytes of chunks each; a long
+    series spans several frames, each with its labels, as Prometheus's own server does."""
+    label_fields = types_pb2.ChunkedSeries(
+        labels=[types_pb2.Label(name=n, value=v) for n, v in labels]
+    ).SerializeToString()
+    tail = _RESPONSE_QUERY_INDEX + uvarint(query_index & _MASK64) if query_index else b""
+    frames = []
+    start = size = 0
+    for at, field in enumerate(fields):
+        if at > start and size + len(field) > max_frame_bytes:
+            frames.append(_frame(label_fields, fields[start:at], tail))
+            start, size = at, 0
+        size += len(field)
+    if len(fields) > start:
+        frames.append(_frame(label_fields, fields[start:], tail))
+    return frames
+
+
+def _frame(label_fields: bytes, chunk_fields: Sequence[bytes], tail: bytes) -> bytes:
+    series = b"".join((label_fields, *chunk_fields))
+    return encode_frame(b"".join((_RESPONSE_SERIES, uvarint(len(series)), series, tail)))
