@@ -81,10 +81,10 @@ class BlockIndex:
 
     def labels(self, series: int) -> list[tuple[str, str]]:
         """The label pairs of a series, sorted by name."""
-        refs = self.label_pairs[2 * self.label_offsets[series] : 2 * self.label_offsets[series + 1]]
-        return [
-            (self.symbols[n], self.symbols[v]) for n, v in zip(refs[::2], refs[1::2], strict=True)
-        ]
+        lo, hi = int(self.label_offsets[series]), int(self.label_offsets[series + 1])
+        refs = self.label_pairs[2 * lo : 2 * hi].tolist()
+        symbols = self.symbols
+        return [(symbols[refs[i]], symbols[refs[i + 1]]) for i in range(0, len(refs), 2)]
 
     def symbol(self, text: str) -> int:
         """The symbol number of a string, or -1 if the block has no such string."""
@@ -124,6 +124,19 @@ class BlockIndex:
         if i == hi or int(self.posting_values[i]) != value_sym:
             return np.zeros(0, dtype=np.uint32)
         return self.posting_series[self.posting_offsets[i] : self.posting_offsets[i + 1]]
+
+    def chunk_rows(self, ids: Sequence[int], mint: int, maxt: int) -> tuple[np.ndarray, np.ndarray]:
+        """The rows in `chunks` of the series `ids` that overlap [mint, maxt], in series
+        then time order, and for each the position in `ids` of its series."""
+        wanted = np.asarray(ids, dtype=np.int64)
+        first = self.chunk_offsets[wanted].astype(np.int64)
+        counts = self.chunk_offsets[wanted + 1].astype(np.int64) - first
+        owners = np.repeat(np.arange(len(wanted)), counts)
+        # Each series' rows first..first+count, as one arange shifted per series.
+        shift = np.repeat(first - (np.cumsum(counts) - counts), counts)
+        rows = shift + np.arange(int(counts.sum()))
+        overlap = (self.chunks.maxt[rows] >= mint) & (self.chunks.mint[rows] <= maxt)
+        return rows[overlap], owners[overlap]
 
     def chunk_range(self, series: int) -> tuple[int, int]:
         """The rows of a series' chunks in `chunks`."""

@@ -56,24 +56,20 @@ class BlockReader:
         self, series_ids: Iterable[int], mint: int, maxt: int
     ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """Samples with mint <= t <= maxt of each series (inclusive bounds, time-sorted)."""
-        index = self.index
-        wanted: dict[int, np.ndarray] = {}
-        for series in series_ids:
-            lo, hi = index.chunk_range(series)
-            overlap = (index.chunks.maxt[lo:hi] >= mint) & (index.chunks.mint[lo:hi] <= maxt)
-            wanted[series] = lo + np.flatnonzero(overlap)
-        rows = np.concatenate(list(wanted.values())) if wanted else np.zeros(0, dtype=np.int64)
+        ids = list(series_ids)
+        rows, owners = self.index.chunk_rows(ids, mint, maxt)
         chunks = self.chunks_at(rows)
         out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for series, chunk_rows in wanted.items():
-            ts_parts: list[np.ndarray] = []
-            value_parts: list[np.ndarray] = []
-            for row in chunk_rows.tolist():
-                ts, values = chunks[row]
-                ts_parts.append(ts)
-                value_parts.append(values)
-            ts = np.concatenate(ts_parts) if ts_parts else np.zeros(0, dtype=np.int64)
-            values = np.concatenate(value_parts) if value_parts else np.zeros(0)
+        # Rows come in series order: each series' chunks are one run of them.
+        bounds = np.searchsorted(owners, np.arange(len(ids) + 1)).tolist()
+        row_list = rows.tolist()
+        for at, series in enumerate(ids):
+            run = row_list[bounds[at] : bounds[at + 1]]
+            if not run:
+                out[series] = (np.zeros(0, dtype=np.int64), np.zeros(0))
+                continue
+            ts = np.concatenate([chunks[row][0] for row in run])
+            values = np.concatenate([chunks[row][1] for row in run])
             keep = (ts >= mint) & (ts <= maxt)
             out[series] = (ts[keep], values[keep])
         return out

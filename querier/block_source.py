@@ -119,38 +119,37 @@ def block_pieces(
     range cuts through as their samples within it."""
     chunks = reader.index.chunks
     block_id = reader.meta.block_id
-    rows: dict[int, list[int]] = {}
-    whole: dict[int, EncodedChunks | None] = {}
-    for series in ids:
-        lo, hi = reader.index.chunk_range(series)
-        overlap = (chunks.maxt[lo:hi] >= mint) & (chunks.mint[lo:hi] <= maxt)
-        rows[series] = (lo + np.flatnonzero(overlap)).tolist()
-        for row in rows[series]:
-            if chunks.mint[row] >= mint and chunks.maxt[row] <= maxt:
-                key = (block_id, int(chunks.page[row]), int(chunks.slot[row]))
-                whole[row] = encoded_cache.get(key) if encoded_cache is not None else None
-    to_decode = [row for series_rows in rows.values() for row in series_rows]
-    to_decode = [row for row in to_decode if whole.get(row) is None]
-    decoded = reader.chunks_at(np.array(to_decode, dtype=np.int64))
-    misses = [row for row, found in whole.items() if found is None]
-    fresh = encode_stored_chunks([decoded[r] for r in misses])
-    for row, encoded in zip(misses, fresh, strict=True):
-        whole[row] = encoded
+    rows, owners = reader.index.chunk_rows(ids, mint, maxt)
+    whole_rows = (chunks.mint[rows] >= mint) & (chunks.maxt[rows] <= maxt)
+    pages, slots = chunks.page[rows].tolist(), chunks.slot[rows].tolist()
+    # Per chunk row: its encoding (found in the cache, or to make) or None (to cut).
+    encoded: list[EncodedChunks | None] = [None] * len(rows)
+    misses = []
+    for at, whole in enumerate(whole_rows.tolist()):
+        if whole:
+            key = (block_id, pages[at], slots[at])
+            found = encoded_cache.get(key) if encoded_cache is not None else None
+            if found is None:
+                misses.append(at)
+            encoded[at] = found
+    row_list = rows.tolist()
+    decode = [row_list[at] for at, e in enumerate(encoded) if e is None]
+    decoded = reader.chunks_at(np.array(decode, dtype=np.int64))
+    fresh = encode_stored_chunks([decoded[row_list[at]] for at in misses])
+    for at, chunk in zip(misses, fresh, strict=True):
+        encoded[at] = chunk
         if encoded_cache is not None:
-            encoded_cache.put((block_id, int(chunks.page[row]), int(chunks.slot[row])), encoded)
-    out: dict[int, list[Piece]] = {}
-    for series, series_rows in rows.items():
-        pieces: list[Piece] = []
-        for row in series_rows:
-            found = whole.get(row)
-            if found is not None:
-                pieces.append(found)
-                continue
-            ts, values = decoded[row]
-            keep = (ts >= mint) & (ts <= maxt)
-            if keep.any():
-                pieces.append((ts[keep], values[keep]))
-        out[series] = pieces
+            encoded_cache.put((block_id, pages[at], slots[at]), chunk)
+    out: dict[int, list[Piece]] = {series: [] for series in ids}
+    for at, (row, owner) in enumerate(zip(row_list, owners.tolist(), strict=True)):
+        piece = encoded[at]
+        if piece is not None:
+            out[ids[owner]].append(piece)
+            continue
+        ts, values = decoded[row]
+        keep = (ts >= mint) & (ts <= maxt)
+        if keep.any():
+            out[ids[owner]].append((ts[keep], values[keep]))
     return out
 
 
