@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,15 +20,22 @@ from blocks.objstore.factory import open_store
 from blocks.objstore.local import LocalStore
 from gateway.auth import Access, install_auth
 from gateway.config import GatewayConfig
-from gateway.decode import check_content_headers, decode_write_request, decompress_snappy
+from gateway.decode import (
+    V2_PROTO,
+    check_content_headers,
+    decode_write_request,
+    decompress_snappy,
+)
+from gateway.decode_v2 import decode_v2_request
 from gateway.head import Head
-from gateway.http import add_status_routes, install_error_handlers, read_body
+from gateway.http import add_status_routes, error_response, install_error_handlers, read_body
+from gateway.metadata_api import EXEMPLARS_PATH, METADATA_PATH, MetadataAPI
 from gateway.metrics import GatewayMetrics, HeadCollector
 from gateway.shipper import Shipper, queued_blocks
 from gateway.tenants import tenant_from_headers
 from gateway.wal import WAL
 from gateway.wal_replay import replay
-from gateway.write import Ingester
+from gateway.write import Ingester, WriteOutcome
 from querier.app import build_read_handler
 from querier.engine import LocalView
 from querier.head_source import HeadPostings, capture
@@ -42,8 +50,25 @@ FLUSH_PATH = "/api/v1/admin/flush"
 AUTH_ROUTES = {
     **dict.fromkeys(WRITE_PATHS, Access.WRITE),
     READ_PATH: Access.READ,
+    METADATA_PATH: Access.READ,
+    EXEMPLARS_PATH: Access.READ,
     FLUSH_PATH: Access.ADMIN,
 }
+# The remote write 2.0 answer headers: what of the request is stored, by kind.
+SAMPLES_WRITTEN = "X-Prometheus-Remote-Write-Samples-Written"
+HISTOGRAMS_WRITTEN = "X-Prometheus-Remote-Write-Histograms-Written"
+EXEMPLARS_WRITTEN = "X-Prometheus-Remote-Write-Exemplars-Written"
+
+
+def written_headers(outcome: WriteOutcome | None) -> dict[str, str]:
+    """The 2.0 written counts of an outcome (zeros when nothing was written)."""
+    if outcome is None:
+        return {SAMPLES_WRITTEN: "0", HISTOGRAMS_WRITTEN: "0", EXEMPLARS_WRITTEN: "0"}
+    return {
+        SAMPLES_WRITTEN: str(outcome.samples_written),
+        HISTOGRAMS_WRITTEN: str(outcome.histograms_stored),
+        EXEMPLARS_WRITTEN: str(outcome.exemplars_kept),
+    }
 
 
 class Gateway:
@@ -59,8 +84,10 @@ class Gateway:
             fsync=config.wal_fsync,
             metrics=self.metrics,
         )
-        self.ingester = Ingester(config, self.head, self.wal, self.metrics)
         self.store = open_store(config.bucket)
+        self.ingester = Ingester(
+            config, self.head, self.wal, self.metrics, persist=True, bucket=self.store
+        )
         self.queue_store = LocalStore(config.upload_dir)
         self.head_postings: dict[str, HeadPostings] = {}
         self.reader = build_read_handler(
@@ -95,6 +122,9 @@ class Gateway:
             report.samples,
             len(report.damage),
         )
+        metrics = self.ingester.metadata.load()
+        exemplars = self.ingester.exemplars.load(int(time.time() * 1000))
+        log.info("metadata and exemplars loaded metrics=%d exemplars=%d", metrics, exemplars)
         self.wal.start()
         self.ready = True
         self.metrics.ready.set(1)
@@ -121,6 +151,11 @@ class Gateway:
         self.ready = False
         self.metrics.ready.set(0)
         self.wal.close()
+        try:
+            self.ingester.metadata.persist_all()
+        except OSError as exc:
+            log.warning("metadata not written at shutdown error=%s", exc)
+        self.ingester.metadata.copy_all_to_bucket(self.store)
         self.store.close()
         self.queue_store.close()
 
@@ -173,25 +208,54 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry) -> FastAPI:
     install_error_handlers(app)
 
     async def remote_write(request: Request) -> Response:
+        # 2.0 answers carry the written counts once the content type is accepted, 4xx and
+        # 5xx included; 1.0 answers none, as Prometheus's own receiver does.
+        protocol = ""
+        outcome = None
         try:
             gateway.check_writable()
             tenant = tenant_from_headers(request.headers, config.default_tenant)
-            check_content_headers(request.headers)
+            protocol = check_content_headers(request.headers)
+            gateway.metrics.write_protocol_requests.labels(protocol).inc()
             limits = gateway.ingester.limits.of(tenant)
             body = await read_body(request, limits.max_request_bytes)
-            decoded = decode_write_request(decompress_snappy(body, limits.max_decompressed_bytes))
+            raw = decompress_snappy(body, limits.max_decompressed_bytes)
+            decoded = decode_v2_request(raw) if protocol == V2_PROTO else decode_write_request(raw)
             outcome = await gateway.ingester.write(tenant, decoded)
             outcome.raise_if_rejected()
         except StrataError as exc:
             gateway.metrics.requests.labels(str(exc.http_status)).inc()
-            raise
+            if protocol != V2_PROTO:
+                raise
+            if exc.http_status >= 500:
+                log.warning("request failed path=%s error=%s", request.url.path, exc.reason)
+            answer = error_response(exc)
+            written = outcome if exc.http_status < 500 else None
+            answer.headers.update(written_headers(written))
+            return answer
         gateway.metrics.requests.labels("204").inc()
-        return Response(status_code=204)
+        headers = written_headers(outcome) if protocol == V2_PROTO else None
+        return Response(status_code=204, headers=headers)
 
     for path in WRITE_PATHS:
         app.add_api_route(path, remote_write, methods=["POST"], include_in_schema=False)
 
     app.add_api_route(READ_PATH, gateway.reader.endpoint, methods=["POST"], include_in_schema=False)
+    metadata_api = MetadataAPI(
+        gateway.ingester.metadata,
+        gateway.ingester.exemplars,
+        default_tenant=config.default_tenant,
+        check_ready=gateway.check_readable,
+    )
+    app.add_api_route(
+        METADATA_PATH, metadata_api.metadata, methods=["GET"], include_in_schema=False
+    )
+    app.add_api_route(
+        EXEMPLARS_PATH,
+        metadata_api.query_exemplars,
+        methods=["GET", "POST"],
+        include_in_schema=False,
+    )
 
     @app.post(FLUSH_PATH, include_in_schema=False)
     async def flush() -> Response:

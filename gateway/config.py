@@ -160,6 +160,24 @@ class GatewayConfig:
             '{"team-a": {"ingestion_rate": 50000}} (docs/security.md#limits)'
         ),
     )
+    exemplar_retention_s: float = field(
+        default=3 * 86400.0,
+        metadata=_help(
+            "how long exemplars are kept, by their timestamps (a weekend's incidents can "
+            "still be traced on Monday)"
+        ),
+    )
+    max_exemplars_per_tenant: int = field(
+        default=20_000,
+        metadata=_help(
+            "exemplars a tenant keeps at most, about 400 bytes of memory each; past it "
+            "the oldest go first"
+        ),
+    )
+    max_metadata_per_tenant: int = field(
+        default=10_000,
+        metadata=_help("metrics whose type, unit and help a tenant keeps; more are refused"),
+    )
     head_max_bytes: int = field(
         default=512 * MIB,
         metadata=_help("memory budget of the head; over it writes answer 503 until it shrinks"),
@@ -264,6 +282,9 @@ class GatewayConfig:
             "max_label_value_bytes",
             "head_max_bytes",
             "head_freeze_samples",
+            "exemplar_retention_s",
+            "max_exemplars_per_tenant",
+            "max_metadata_per_tenant",
             "query_max_series",
             "query_max_samples",
             "query_max_response_bytes",

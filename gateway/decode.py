@@ -1,4 +1,9 @@
-"""Remote write 1.0 request bodies: content negotiation, bounded snappy, protobuf.
+"""Remote-write request bodies: content negotiation, bounded snappy, the 1.0 protobuf.
+
+`Content-Type` picks the message: bare `application/x-protobuf` or
+`proto=prometheus.WriteRequest` is remote write 1.0 (decoded here),
+`proto=io.prometheus.write.v2.Request` is 2.0 (gateway/decode_v2.py); both give the same
+`DecodedWrite` columns, so the write path cannot tell them apart.
 
 The declared uncompressed length is read from the snappy preamble and checked against
 the limit *before* decompressing: a six-byte body can declare 4 GiB. A known field sent
@@ -9,7 +14,8 @@ unknown and store a series without a label, or a sample with the value 0.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import snappy
@@ -17,18 +23,57 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from blocks.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
+from proto import types_pb2, write_v2_pb2
 from proto.write_raw_pb2 import RawWriteRequest
+
+M = TypeVar("M", bound=Message)
 
 V1_PROTO = "prometheus.WriteRequest"
 V2_PROTO = "io.prometheus.write.v2.Request"
+PROTOBUF_MEDIA_TYPE = "application/x-protobuf"
+# The metadata API's names of the metric types; index = the enum number, the same in
+# prometheus.MetricMetadata (1.0) and io.prometheus.write.v2.Metadata (2.0).
+METRIC_TYPES = (
+    "unknown",
+    "counter",
+    "gauge",
+    "histogram",
+    "gaugehistogram",
+    "summary",
+    "info",
+    "stateset",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricMetadata:
+    """Type, unit and help of one metric, as a sender described it."""
+
+    metric: str
+    type: str
+    unit: str
+    help: str
+
+
+def _int64s() -> np.ndarray:
+    return np.empty(0, dtype=np.int64)
+
+
+def _float64s() -> np.ndarray:
+    return np.empty(0, dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)
 class DecodedWrite:
-    """One remote-write request with its samples as columns.
+    """One remote-write request (1.0 or 2.0) with its samples as columns.
 
     `series_keys[i]` identifies the i-th TimeSeries entry's labels as sent (series_key);
-    `sample_entry[j]` says which entry sample j belongs to.
+    `series_labels[i]` are its labels as encoded prometheus.Label messages (2.0 labels
+    are encoded the same way, so one series sent by either protocol has one key);
+    `sample_entry[j]` says which entry sample j belongs to, `sample_start_timestamps[j]`
+    when its counter started (0: unknown). Histograms come as `histogram_payloads`, each
+    an io.prometheus.write.v2.Histogram serialized deterministically whichever protocol
+    carried it; exemplars as columns with their own labels as canonical label bytes.
     """
 
     series_keys: list[bytes | tuple[bytes, ...]]
@@ -36,29 +81,69 @@ class DecodedWrite:
     sample_entry: np.ndarray
     timestamps: np.ndarray
     values: np.ndarray
-    histograms: int
-    exemplars: int
-    metadata: int
+    sample_start_timestamps: np.ndarray = field(default_factory=_int64s)
+    histogram_entry: np.ndarray = field(default_factory=_int64s)
+    histogram_timestamps: np.ndarray = field(default_factory=_int64s)
+    histogram_start_timestamps: np.ndarray = field(default_factory=_int64s)
+    histogram_payloads: list[bytes] = field(default_factory=list)
+    exemplar_entry: np.ndarray = field(default_factory=_int64s)
+    exemplar_timestamps: np.ndarray = field(default_factory=_int64s)
+    exemplar_values: np.ndarray = field(default_factory=_float64s)
+    exemplar_labels: list[list[tuple[str, str]]] = field(default_factory=list)
+    metadata_entries: list[MetricMetadata] = field(default_factory=list)
+    # 2.0 metadata rides on a series: the entry whose __name__ names the metric (-1: 1.0's
+    # per-family metadata, named by the entry itself).
+    metadata_entry: list[int] = field(default_factory=list)
+    protocol: str = V1_PROTO
+
+    @property
+    def histograms(self) -> int:
+        """Histogram samples in the request."""
+        return len(self.histogram_payloads)
+
+    @property
+    def exemplars(self) -> int:
+        """Exemplars in the request."""
+        return len(self.exemplar_entry)
+
+    @property
+    def metadata(self) -> int:
+        """Metadata entries in the request."""
+        return len(self.metadata_entries)
+
+    @property
+    def start_timestamps(self) -> int:
+        """Samples and histograms that carry a start (created) timestamp."""
+        return int(np.count_nonzero(self.sample_start_timestamps)) + int(
+            np.count_nonzero(self.histogram_start_timestamps)
+        )
 
 
-def check_content_headers(headers: Mapping[str, str]) -> None:
-    """Accept remote write 1.0 only: snappy encoding and a 1.0 protobuf content type."""
+def check_content_headers(headers: Mapping[str, str]) -> str:
+    """The protobuf message a request's headers name (V1_PROTO or V2_PROTO); 415 for
+    another encoding than snappy or another content type or message."""
     encoding = headers.get("content-encoding", "").strip().lower()
     if encoding != "snappy":
         raise UnsupportedMediaType(
             f"unsupported Content-Encoding {encoding or '(none)'!r}: remote write needs snappy"
         )
-    content_type = headers.get("content-type", "application/x-protobuf")
+    content_type = headers.get("content-type", PROTOBUF_MEDIA_TYPE)
     media, _, params = content_type.partition(";")
-    if media.strip().lower() != "application/x-protobuf":
+    if media.strip().lower() != PROTOBUF_MEDIA_TYPE:
         raise UnsupportedMediaType(f"unsupported Content-Type {content_type!r}")
     for param in params.split(";"):
         key, _, value = param.partition("=")
-        if key.strip().lower() == "proto" and value.strip() != V1_PROTO:
+        if key.strip().lower() != "proto":
+            continue
+        # RFC 9110 allows a parameter value as a quoted string.
+        message = value.strip().removeprefix('"').removesuffix('"')
+        if message not in (V1_PROTO, V2_PROTO):
             raise UnsupportedMediaType(
-                f"unsupported remote write message {value.strip()!r}: this Strata accepts "
-                f"{V1_PROTO}"
+                f"unsupported remote write message {message!r}: this Strata accepts "
+                f"{V1_PROTO} and {V2_PROTO}"
             )
+        return message
+    return V1_PROTO
 
 
 def snappy_declared_length(body: bytes) -> int:
@@ -148,15 +233,44 @@ def parse_write_request(raw: bytes) -> RawWriteRequest:
     return request
 
 
+def parse_nested(message_type: type[M], raw: bytes, what: str) -> M:
+    """One message kept as bytes by the raw 1.0 view (a histogram, an exemplar, a
+    metadata entry), parsed and checked like the request around it."""
+    try:
+        message = message_type.FromString(raw)
+    except (DecodeError, ValueError) as exc:
+        raise InvalidRequest(f"invalid protobuf WriteRequest: {what}: {exc}") from None
+    error = wire_type_error(message)
+    if error is not None:
+        raise InvalidRequest(f"invalid protobuf WriteRequest: {error}")
+    message.DiscardUnknownFields()
+    return message
+
+
+def canonical_histogram(histogram: Message) -> bytes:
+    """A histogram of either protocol as the io.prometheus.write.v2.Histogram bytes the
+    storage side keeps: 1.0's Histogram has the same field numbers and enum values for
+    all it has (2.0 only adds start_timestamp), so its bytes parse as the 2.0 message."""
+    histogram.DiscardUnknownFields()
+    v2 = write_v2_pb2.Histogram.FromString(histogram.SerializeToString(deterministic=True))
+    return v2.SerializeToString(deterministic=True)
+
+
 def decode_write_request(raw: bytes) -> DecodedWrite:
-    """Parse a WriteRequest into columns without decoding label strings."""
+    """Parse a 1.0 WriteRequest into columns without decoding label strings."""
     request = parse_write_request(raw)
     keys: list[bytes | tuple[bytes, ...]] = []
     labels: list[list[bytes]] = []
     entries: list[int] = []
     timestamps: list[int] = []
     values: list[float] = []
-    histograms = exemplars = 0
+    histogram_entry: list[int] = []
+    histogram_ts: list[int] = []
+    payloads: list[bytes] = []
+    exemplar_entry: list[int] = []
+    exemplar_ts: list[int] = []
+    exemplar_values: list[float] = []
+    exemplar_labels: list[list[tuple[str, str]]] = []
     for index, series in enumerate(request.timeseries):
         pairs = list(series.labels)
         keys.append(series_key(pairs))
@@ -165,15 +279,40 @@ def decode_write_request(raw: bytes) -> DecodedWrite:
             entries.append(index)
             timestamps.append(sample.timestamp)
             values.append(sample.value)
-        histograms += len(series.histograms)
-        exemplars += len(series.exemplars)
+        for raw_histogram in series.histograms:
+            histogram = parse_nested(types_pb2.Histogram, raw_histogram, "histogram")
+            histogram_entry.append(index)
+            histogram_ts.append(histogram.timestamp)
+            payloads.append(canonical_histogram(histogram))
+        for raw_exemplar in series.exemplars:
+            exemplar = parse_nested(types_pb2.Exemplar, raw_exemplar, "exemplar")
+            exemplar_entry.append(index)
+            exemplar_ts.append(exemplar.timestamp)
+            exemplar_values.append(exemplar.value)
+            exemplar_labels.append([(label.name, label.value) for label in exemplar.labels])
+    metadata = []
+    for raw_metadata in request.metadata:
+        entry = parse_nested(types_pb2.MetricMetadata, raw_metadata, "metadata")
+        metric_type = METRIC_TYPES[entry.type] if entry.type < len(METRIC_TYPES) else "unknown"
+        metadata.append(
+            MetricMetadata(entry.metric_family_name, metric_type, entry.unit, entry.help)
+        )
     return DecodedWrite(
         series_keys=keys,
         series_labels=labels,
         sample_entry=np.array(entries, dtype=np.int64),
         timestamps=np.array(timestamps, dtype=np.int64),
         values=np.array(values, dtype=np.float64),
-        histograms=histograms,
-        exemplars=exemplars,
-        metadata=len(request.metadata),
+        sample_start_timestamps=np.zeros(len(entries), dtype=np.int64),
+        histogram_entry=np.array(histogram_entry, dtype=np.int64),
+        histogram_timestamps=np.array(histogram_ts, dtype=np.int64),
+        histogram_start_timestamps=np.zeros(len(payloads), dtype=np.int64),
+        histogram_payloads=payloads,
+        exemplar_entry=np.array(exemplar_entry, dtype=np.int64),
+        exemplar_timestamps=np.array(exemplar_ts, dtype=np.int64),
+        exemplar_values=np.array(exemplar_values, dtype=np.float64),
+        exemplar_labels=exemplar_labels,
+        metadata_entries=metadata,
+        metadata_entry=[-1] * len(metadata),
+        protocol=V1_PROTO,
     )

@@ -53,8 +53,50 @@ class GatewayMetrics:
         )
         self.metadata_received = Counter(
             "strata_metadata_received_total",
-            "Metric metadata entries received (acknowledged, not stored yet).",
+            "Metric metadata entries received (1.0: one per family; 2.0: one per series).",
             ["tenant"],
+            registry=registry,
+        )
+        self.metadata_stored = Counter(
+            "strata_metadata_stored_total",
+            "Metric metadata entries recorded in the tenant's metadata (repeats included).",
+            ["tenant"],
+            registry=registry,
+        )
+        self.metadata_refused = Counter(
+            "strata_metadata_refused_total",
+            "Metric metadata entries not recorded, by reason.",
+            ["tenant", "reason"],
+            registry=registry,
+        )
+        self.exemplars_received = Counter(
+            "strata_exemplars_received_total",
+            "Exemplars accepted (the Exemplars-Written count; resends of kept ones included).",
+            ["tenant"],
+            registry=registry,
+        )
+        self.exemplars_stored = Counter(
+            "strata_exemplars_stored_total",
+            "Exemplars newly kept in the exemplar store and its log.",
+            ["tenant"],
+            registry=registry,
+        )
+        self.exemplars_rejected = Counter(
+            "strata_exemplars_rejected_total",
+            "Exemplars refused, by reason.",
+            ["tenant", "reason"],
+            registry=registry,
+        )
+        self.start_timestamps_received = Counter(
+            "strata_start_timestamps_received_total",
+            "Samples and histograms that came with a start (created) timestamp.",
+            ["tenant"],
+            registry=registry,
+        )
+        self.write_protocol_requests = Counter(
+            "strata_write_protocol_requests_total",
+            "Remote-write requests whose content type was accepted, by protobuf message.",
+            ["protocol"],
             registry=registry,
         )
         self.wal_bytes_written = Counter(

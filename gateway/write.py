@@ -4,11 +4,17 @@
 the decisions made from them never interleave between requests; the caller then awaits
 durability. The head is updated at submit time, before the fsync: a request whose fsync
 fails gets 503, and its retry (a resend of the same samples) is logged again.
+
+Exemplars and metadata take the same path: exemplars are kept with their series' labels
+(gateway/exemplar_store.py) and made durable in their own log before the answer;
+metadata updates the tenant's metric metadata (gateway/metadata_store.py). Native
+histograms are decoded but not stored by this version: refused, counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from concurrent.futures import Future
@@ -16,12 +22,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from blocks.errors import InvalidRequest
+from blocks.errors import InvalidRequest, Unavailable
+from blocks.objstore.base import ObjectStore
 from gateway.config import GatewayConfig
 from gateway.decode import DecodedWrite
+from gateway.exemplar_store import EXEMPLARS_DIRNAME, Exemplar, ExemplarStore, LabelPairs
 from gateway.head import Head, TenantHead
 from gateway.head_append import AppendPlan
 from gateway.head_cut import BLOCK_DURATION_MS
+from gateway.metadata_store import METADATA_DIRNAME, MetadataStore, MetadataUpdate
 from gateway.metrics import GatewayMetrics
 from gateway.tenant_limits import (
     ACTIVE_WINDOW_MS,
@@ -40,11 +49,15 @@ from gateway.validate import (
 from gateway.wal import WAL, frame
 from gateway.wal_record import encode_samples, encode_series
 
+log = logging.getLogger(__name__)
+
 # The int64 range less its partial 2 h windows at both ends (73 minutes each, of its
 # 292 million years): a block's window must start and end inside int64, or cutting it
 # would wrap around. The smallest int64 is also the head's "no sample" mark.
 EARLIEST_TIMESTAMP = -((1 << 63) // BLOCK_DURATION_MS) * BLOCK_DURATION_MS
 LATEST_TIMESTAMP = ((1 << 63) - 1) // BLOCK_DURATION_MS * BLOCK_DURATION_MS - 1
+# Prometheus's bound on an exemplar's labels: names and values together, in characters.
+MAX_EXEMPLAR_LABEL_CHARS = 128
 
 
 @dataclass(slots=True)
@@ -56,6 +69,19 @@ class WriteOutcome:
     resent: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     first_error: str = ""
+    # Exemplars kept: new ones and resent ones already kept.
+    exemplars_kept: int = 0
+    exemplars_rejected: Counter[str] = field(default_factory=Counter)
+    new_exemplars: list[Exemplar] = field(default_factory=list)
+    # Histogram samples stored: none until native histograms have their storage.
+    histograms_stored: int = 0
+    metadata: MetadataUpdate = field(default_factory=MetadataUpdate)
+    start_timestamps: int = 0
+
+    @property
+    def samples_written(self) -> int:
+        """Samples the request leaves stored: new ones and resent ones already stored."""
+        return self.stored + self.resent
 
     def reject(self, reason: str, count: int, message: str) -> None:
         """Count `count` samples refused for `reason`; keep the first message."""
@@ -65,27 +91,61 @@ class WriteOutcome:
         if not self.first_error:
             self.first_error = message
 
+    def reject_exemplar(self, reason: str, message: str) -> None:
+        """Count one exemplar refused for `reason`; keep the first message."""
+        self.exemplars_rejected[reason] += 1
+        if not self.first_error:
+            self.first_error = message
+
     def raise_if_rejected(self) -> None:
         """InvalidRequest (400) naming the rejections, once the rest is durable."""
         total = sum(self.rejected.values())
+        refused_exemplars = sum(self.exemplars_rejected.values())
+        if not (total or refused_exemplars):
+            return
+        parts = []
         if total:
-            kept = self.stored + self.resent
             reasons = ", ".join(f"{n} {r}" for r, n in sorted(self.rejected.items()))
-            raise InvalidRequest(
-                f"rejected {total} samples ({reasons}), kept {kept}; first: {self.first_error}"
-            )
+            parts.append(f"{total} samples ({reasons})")
+        if refused_exemplars:
+            reasons = ", ".join(f"{n} {r}" for r, n in sorted(self.exemplars_rejected.items()))
+            parts.append(f"{refused_exemplars} exemplars ({reasons})")
+        raise InvalidRequest(
+            f"rejected {', '.join(parts)}, kept {self.samples_written}; first: {self.first_error}"
+        )
 
 
 class Ingester:
     """Turns decoded requests into durable, stored samples."""
 
     def __init__(
-        self, config: GatewayConfig, head: Head, wal: WAL, metrics: GatewayMetrics
+        self,
+        config: GatewayConfig,
+        head: Head,
+        wal: WAL,
+        metrics: GatewayMetrics,
+        *,
+        persist: bool = False,
+        bucket: ObjectStore | None = None,
     ) -> None:
         self.config = config
         self.head = head
         self.wal = wal
         self.metrics = metrics
+        # With `persist`, exemplars and metadata live in the data dir; otherwise in memory.
+        self.exemplars = ExemplarStore(
+            config.data_dir / EXEMPLARS_DIRNAME if persist else None,
+            retention_ms=int(config.exemplar_retention_s * 1000),
+            max_per_tenant=config.max_exemplars_per_tenant,
+            fsync=config.wal_fsync,
+        )
+        self.metadata = MetadataStore(
+            config.data_dir / METADATA_DIRNAME if persist else None,
+            max_metrics_per_tenant=config.max_metadata_per_tenant,
+        )
+        # Where metadata is copied for processes without this disk (the compactor).
+        self.bucket = bucket
+        self._copies: set[asyncio.Task[None]] = set()
         self.rules = LabelRules.from_config(config)
         self.limits = Limits(config)
         self.rate = RateLimiter()
@@ -94,10 +154,48 @@ class Ingester:
     async def write(self, tenant: str, request: DecodedWrite) -> WriteOutcome:
         """Store a request's valid samples durably; the outcome says what was refused."""
         outcome, durable = self.submit(tenant, request, now_ms=int(time.time() * 1000))
-        if durable is not None:
-            await asyncio.wrap_future(durable)
+        try:
+            if durable is not None:
+                await asyncio.wrap_future(durable)
+        except BaseException:
+            if outcome.new_exemplars:
+                # The resend will find them kept; it must log them then.
+                self.exemplars.mark_unlogged(tenant)
+            raise
+        await self._persist_extras(outcome)
         self._count(outcome)
         return outcome
+
+    async def _persist_extras(self, outcome: WriteOutcome) -> None:
+        """Make the request's new exemplars durable (503 when the disk refuses: the
+        resend finds them kept and logs them again), and write changed metadata."""
+        tenant = outcome.tenant
+        if self.exemplars.needs_log(tenant, outcome.new_exemplars):
+            try:
+                await asyncio.to_thread(self.exemplars.log, tenant, outcome.new_exemplars)
+            except OSError as exc:
+                raise Unavailable(f"exemplar log write failed: {exc}") from None
+        if outcome.metadata.changed:
+            try:
+                await asyncio.to_thread(self.metadata.persist, tenant)
+            except OSError as exc:
+                # Senders repeat metadata; the next change or shutdown writes it again.
+                log.warning("metadata write failed tenant=%s error=%s", tenant, exc)
+        if (
+            self.bucket is not None
+            and outcome.metadata.stored
+            and self.metadata.copy_due(tenant, time.monotonic())
+        ):
+            # In the background: the bucket copy is not part of the acknowledgement.
+            task = asyncio.create_task(self._copy_metadata(self.bucket, tenant))
+            self._copies.add(task)
+            task.add_done_callback(self._copies.discard)
+
+    async def _copy_metadata(self, bucket: ObjectStore, tenant: str) -> None:
+        try:
+            await asyncio.to_thread(self.metadata.copy_to_bucket, bucket, tenant)
+        except Exception as exc:  # any store failure: the next due copy tries again
+            log.warning("metadata not copied to the bucket tenant=%s error=%s", tenant, exc)
 
     def submit(
         self, tenant: str, request: DecodedWrite, *, now_ms: int
@@ -119,12 +217,14 @@ class Ingester:
             request.histograms,
             "native histograms are not stored by this version",
         )
-        outcome.reject(
-            "exemplars_unsupported", request.exemplars, "exemplars are not stored by this version"
-        )
+        outcome.start_timestamps = request.start_timestamps
         if request.metadata:
             self.metrics.metadata_received.labels(tenant).inc(request.metadata)
-        entry_refs = self._resolve_series(tenant_head, request, outcome, limits, now_ms)
+            outcome.metadata = self.metadata.update(tenant, request.metadata_entries, now_ms)
+        refused: dict[int, RejectedSeries] = {}
+        entry_refs = self._resolve_series(tenant_head, request, outcome, limits, now_ms, refused)
+        if request.exemplars:
+            self._keep_exemplars(tenant_head, request, outcome, entry_refs, refused, limits, now_ms)
         refs = entry_refs[request.sample_entry]
         keep = refs >= 0
         ts = request.timestamps
@@ -170,9 +270,11 @@ class Ingester:
         outcome: WriteOutcome,
         limits: TenantLimits,
         now_ms: int,
+        refused_entries: dict[int, RejectedSeries],
     ) -> np.ndarray:
-        """Head ref of each TimeSeries entry; -1 for label sets that are refused and for
-        entries without samples (nothing to store: no series is made for them)."""
+        """Head ref of each TimeSeries entry; -1 for label sets that are refused (their
+        entries' reasons put in `refused_entries`) and for entries without samples
+        (nothing to store: no series is made for them)."""
         rules = self._rules(limits)
         refs = np.empty(len(request.series_keys), dtype=np.int64)
         samples_per_entry = np.bincount(
@@ -197,6 +299,7 @@ class Ingester:
                         self.metrics.series_rejected.labels(outcome.tenant, exc.code).inc()
                 if rejected is not None:
                     refs[index] = -1
+                    refused_entries[index] = rejected
                     outcome.reject(rejected.code, samples_per_entry[index], str(rejected))
                     continue
                 before = tenant_head.series_count
@@ -209,6 +312,72 @@ class Ingester:
                 tenant_head.remember_key(key, ref)
             refs[index] = ref
         return refs
+
+    def _keep_exemplars(
+        self,
+        tenant_head: TenantHead,
+        request: DecodedWrite,
+        outcome: WriteOutcome,
+        entry_refs: np.ndarray,
+        refused: dict[int, RejectedSeries],
+        limits: TenantLimits,
+        now_ms: int,
+    ) -> None:
+        """Check the request's exemplars and keep the valid ones with their series'
+        labels; an exemplar without a timestamp takes the time it arrived."""
+        rules = self._rules(limits)
+        series_of: dict[int, LabelPairs | RejectedSeries] = {}
+        oldest = now_ms - self.exemplars.retention_ms
+        latest = min(now_ms + limits.max_future_ms, LATEST_TIMESTAMP)
+        bits = request.exemplar_values.view(np.uint64).tolist()
+        kept = []
+        for j, entry in enumerate(request.exemplar_entry.tolist()):
+            series = series_of.get(entry)
+            if series is None:
+                series = series_of[entry] = self._exemplar_series(
+                    tenant_head, request, entry, int(entry_refs[entry]), refused, rules
+                )
+            if isinstance(series, RejectedSeries):
+                outcome.reject_exemplar(series.code, f"exemplar of a refused series: {series}")
+                continue
+            labels = request.exemplar_labels[j]
+            problem = exemplar_labels_problem(labels)
+            if problem is not None:
+                outcome.reject_exemplar(problem[0], f"{problem[1]} in {format_labels(labels)}")
+                continue
+            ts = int(request.exemplar_timestamps[j]) or now_ms
+            if ts < oldest or ts > latest:
+                reason = "exemplar_too_old" if ts < oldest else "too_far_in_future"
+                outcome.reject_exemplar(
+                    reason,
+                    f"exemplar timestamp {ts} of {format_labels(list(series))} is "
+                    + reason.replace("_", " "),
+                )
+                continue
+            pairs = tuple(sorted(labels, key=lambda p: p[0].encode()))
+            kept.append(Exemplar(series, pairs, ts, bits[j]))
+        outcome.new_exemplars = self.exemplars.add(outcome.tenant, kept, now_ms)
+        outcome.exemplars_kept = len(kept)
+
+    def _exemplar_series(
+        self,
+        tenant_head: TenantHead,
+        request: DecodedWrite,
+        entry: int,
+        ref: int,
+        refused: dict[int, RejectedSeries],
+        rules: LabelRules,
+    ) -> LabelPairs | RejectedSeries:
+        """The labels of the series an exemplar belongs to, or why they are refused;
+        checked here for entries that carry no sample."""
+        if ref >= 0:
+            return tuple(decode_labels(tenant_head.labels[ref]))
+        if entry in refused:
+            return refused[entry]
+        try:
+            return tuple(decode_labels(canonical_labels(request.series_labels[entry], rules)))
+        except RejectedSeries as exc:
+            return exc
 
     def _rules(self, limits: TenantLimits) -> LabelRules:
         """The label rules of a tenant's limits."""
@@ -289,8 +458,37 @@ class Ingester:
         return durable
 
     def _count(self, outcome: WriteOutcome) -> None:
+        tenant = outcome.tenant
         kept = outcome.stored + outcome.resent
         if kept:
-            self.metrics.samples_received.labels(outcome.tenant).inc(kept)
+            self.metrics.samples_received.labels(tenant).inc(kept)
         for reason, count in outcome.rejected.items():
-            self.metrics.samples_rejected.labels(outcome.tenant, reason).inc(count)
+            self.metrics.samples_rejected.labels(tenant, reason).inc(count)
+        if outcome.exemplars_kept:
+            self.metrics.exemplars_received.labels(tenant).inc(outcome.exemplars_kept)
+        if outcome.new_exemplars:
+            self.metrics.exemplars_stored.labels(tenant).inc(len(outcome.new_exemplars))
+        for reason, count in outcome.exemplars_rejected.items():
+            self.metrics.exemplars_rejected.labels(tenant, reason).inc(count)
+        if outcome.metadata.stored:
+            self.metrics.metadata_stored.labels(tenant).inc(outcome.metadata.stored)
+        for reason, count in outcome.metadata.refused.items():
+            self.metrics.metadata_refused.labels(tenant, reason).inc(count)
+        if outcome.start_timestamps:
+            self.metrics.start_timestamps_received.labels(tenant).inc(outcome.start_timestamps)
+
+
+def exemplar_labels_problem(labels: list[tuple[str, str]]) -> tuple[str, str] | None:
+    """(reason, message) when an exemplar's own labels cannot be kept; None if they can."""
+    names = [name for name, _ in labels]
+    if any(not name for name in names):
+        return "invalid_exemplar_labels", "empty exemplar label name"
+    if len(set(names)) != len(names):
+        return "invalid_exemplar_labels", "duplicate exemplar label name"
+    chars = sum(len(name) + len(value) for name, value in labels)
+    if chars > MAX_EXEMPLAR_LABEL_CHARS:
+        return (
+            "exemplar_labels_too_long",
+            f"exemplar labels of {chars} characters > limit {MAX_EXEMPLAR_LABEL_CHARS}",
+        )
+    return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import snappy
 
 from gateway.write import EARLIEST_TIMESTAMP
-from proto import types_pb2
+from proto import types_pb2, write_v2_pb2
 from tests.gateway.catalogue import (
     DEFAULT_TENANT,
     HOUR_MS,
@@ -33,6 +33,7 @@ from tests.support import wire
 ONE = 0x3FF0000000000000  # 1.0
 TWO = 0x4000000000000000  # 2.0
 HEADERS = raw_headers(WRITE_HEADERS)
+V2_CONTENT_TYPE = "application/x-protobuf;proto=io.prometheus.write.v2.Request"
 
 
 def compressed(raw: bytes) -> bytes:
@@ -279,13 +280,21 @@ def header_cases() -> list[Case]:
             with_headers(**{"Content-Type": "application/json"}),
         ),
         Case(
-            "a remote write 2.0 message",
+            "a remote write 1.0 body sent as a 2.0 message",
+            WRITE_PATH,
+            valid,
+            400,
+            "reserved for prometheus.WriteRequest bodies",
+            with_headers(**{"Content-Type": V2_CONTENT_TYPE}),
+        ),
+        Case(
+            "a message of a remote write version to come",
             WRITE_PATH,
             valid,
             415,
-            "unsupported remote write message 'io.prometheus.write.v2.Request'",
+            "unsupported remote write message 'io.prometheus.write.v3.Request'",
             with_headers(
-                **{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request"}
+                **{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v3.Request"}
             ),
         ),
         Case(
@@ -519,13 +528,12 @@ def protobuf_cases() -> list[Case]:
             stores={DEFAULT_TENANT: {labels_of(name="histo"): ((NOW_MS, ONE),)}},
         ),
         Case(
-            "an exemplar (the sample beside it kept)",
+            "an exemplar with its sample",
             WRITE_PATH,
             compressed(write_request(exemplar).SerializeToString()),
-            400,
-            "rejected 1 samples (1 exemplars_unsupported), kept 1",
+            204,
+            "",
             HEADERS,
-            rejected={"exemplars_unsupported": 1},
             stores={DEFAULT_TENANT: {labels_of(name="exemplar"): ((NOW_MS, ONE),)}},
         ),
         Case(
@@ -769,6 +777,82 @@ def time_cases() -> list[Case]:
     ]
 
 
+def v2_body(symbols: list[str], *series: write_v2_pb2.TimeSeries) -> bytes:
+    """A snappy-compressed remote write 2.0 Request."""
+    request = write_v2_pb2.Request(symbols=symbols, timeseries=list(series))
+    return compressed(request.SerializeToString())
+
+
+def v2_cases() -> list[Case]:
+    """Remote write 2.0: symbol references out of the table, odd pairs, and a good one."""
+    headers = raw_headers({**WRITE_HEADERS, "Content-Type": V2_CONTENT_TYPE})
+    symbols = ["", "__name__", "v2_catalogue", "job", "x"]
+    sample = write_v2_pb2.Sample(value=1.0, timestamp=NOW_MS)
+
+    def series(refs: list[int], **fields: object) -> write_v2_pb2.TimeSeries:
+        return write_v2_pb2.TimeSeries(labels_refs=refs, samples=[sample], **fields)  # type: ignore[arg-type]
+
+    return [
+        Case(
+            "2.0: a series",
+            WRITE_PATH,
+            v2_body(symbols, series([1, 2, 3, 4])),
+            204,
+            "",
+            headers,
+            stores={DEFAULT_TENANT: {labels_of(name="v2_catalogue", job="x"): ((NOW_MS, ONE),)}},
+        ),
+        Case(
+            "2.0: a label ref past the symbols",
+            WRITE_PATH,
+            v2_body(symbols, series([1, 2, 3, 5])),
+            400,
+            "timeseries[0].labels_refs ref 5 is outside the symbols table (5 symbols)",
+            headers,
+        ),
+        Case(
+            "2.0: odd labels_refs",
+            WRITE_PATH,
+            v2_body(symbols, series([1, 2, 3])),
+            400,
+            "timeseries[0].labels_refs has odd length 3",
+            headers,
+        ),
+        Case(
+            "2.0: symbols[0] not empty",
+            WRITE_PATH,
+            v2_body(["__name__", "v2_catalogue"], series([0, 1])),
+            400,
+            "symbols[0] must be the empty string",
+            headers,
+        ),
+        Case(
+            "2.0: a help_ref past the symbols",
+            WRITE_PATH,
+            v2_body(
+                symbols,
+                series(
+                    [1, 2], metadata=write_v2_pb2.Metadata(type="METRIC_TYPE_COUNTER", help_ref=99)
+                ),
+            ),
+            400,
+            "timeseries[0].metadata.help_ref ref 99 is outside the symbols table",
+            headers,
+        ),
+        Case(
+            "2.0: an exemplar label ref past the symbols",
+            WRITE_PATH,
+            v2_body(
+                symbols,
+                series([1, 2], exemplars=[write_v2_pb2.Exemplar(labels_refs=[3, 7])]),
+            ),
+            400,
+            "timeseries[0].exemplars[0] ref 7 is outside the symbols table",
+            headers,
+        ),
+    ]
+
+
 def write_cases() -> list[Case]:
     """Every write case of the catalogue."""
     return (
@@ -778,4 +862,5 @@ def write_cases() -> list[Case]:
         + protobuf_cases()
         + label_cases()
         + time_cases()
+        + v2_cases()
     )

@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from blocks.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
 from gateway.decode import (
+    V1_PROTO,
+    V2_PROTO,
     check_content_headers,
     decode_write_request,
     decompress_snappy,
@@ -187,7 +189,21 @@ def test_empty_request_decodes_to_nothing() -> None:
     ],
 )
 def test_remote_write_1_content_headers_are_accepted(headers: dict[str, str]) -> None:
-    check_content_headers(headers)
+    assert check_content_headers(headers) == V1_PROTO
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+        "application/x-protobuf; proto=io.prometheus.write.v2.Request",
+        'application/x-protobuf;proto="io.prometheus.write.v2.Request"',
+        "Application/X-Protobuf;PROTO=io.prometheus.write.v2.Request",
+    ],
+)
+def test_remote_write_2_content_type_names_the_2_0_message(content_type: str) -> None:
+    headers = {"content-encoding": "snappy", "content-type": content_type}
+    assert check_content_headers(headers) == V2_PROTO
 
 
 @pytest.mark.parametrize(
@@ -200,9 +216,9 @@ def test_remote_write_1_content_headers_are_accepted(headers: dict[str, str]) ->
         (
             {
                 "content-encoding": "snappy",
-                "content-type": "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+                "content-type": "application/x-protobuf;proto=io.prometheus.write.v3.Request",
             },
-            "io.prometheus.write.v2.Request",
+            "io.prometheus.write.v3.Request",
         ),
         (
             {"content-encoding": "snappy", "content-type": "application/x-protobuf;proto=junk"},

@@ -83,7 +83,6 @@ INGEST_REASONS = frozenset(
         "timestamp_out_of_range",
         "duplicate_timestamp",
         "native_histograms_unsupported",
-        "exemplars_unsupported",
     }
 )
 
