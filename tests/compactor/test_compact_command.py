@@ -29,8 +29,9 @@ from tests.compactor.bucket_data import (
 from tests.e2e.servers import free_port, strata_command
 
 NAMES = [labels("requests_total", job="api"), labels("temperature", room="r1")]
-# Everything a pass can do, at once: no waiting for the delete delay, no retention.
-FAST = [
+# Everything a pass can do, at once: no waiting for the delete delay, no retention, 5 m
+# copies of 12 h blocks.
+EVERY_STEP = (
     "--delete-delay",
     "0",
     "--retention-raw",
@@ -39,10 +40,10 @@ FAST = [
     "0",
     "--downsample-5m-after",
     "12h",
-    # A killed run's lease blocks the tenant this long; the runs here renew far sooner.
-    "--lease-ttl",
-    "1s",
-]
+)
+# A killed run's lease blocks the tenant this long; the runs here renew far sooner.
+SHORT_LEASE = ("--lease-ttl", "1s")
+FAST = [*EVERY_STEP, *SHORT_LEASE]
 RUN_TIMEOUT_S = 120
 
 

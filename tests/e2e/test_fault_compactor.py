@@ -30,6 +30,7 @@ from blocks.bucket_index import read_bucket_index
 from blocks.catalog import bucket_tenants
 from blocks.failpoints import ALL_POINTS, ENV
 from blocks.objstore.local import LocalStore
+from tests.compactor.test_compact_command import EVERY_STEP, SHORT_LEASE
 from tests.e2e.ackload import (
     AckLoad,
     History,
@@ -48,22 +49,10 @@ pytestmark = pytest.mark.e2e
 # merges overlaps, merges 2 h blocks into 12 h ones, downsamples, marks and deletes.
 SHAPES = ("recent", "epoch", "negative", "sparse")
 SERVE_ARGS = ("--cut-interval-s", "1", "--cut-grace-ms", "0")
-# Every step a pass can take, at once: no delete delay, no retention, 5 m copies of 12 h
-# blocks.
-COMPACT_ARGS = (
-    "--delete-delay",
-    "0",
-    "--retention-raw",
-    "0",
-    "--retention-5m",
-    "0",
-    "--downsample-5m-after",
-    "12h",
-)
-# A killed run's lease holds its tenant only this long. Not for runs side by side: a
-# pass that takes longer than this between two renewals (a loaded machine) loses its
-# lease to the other, which then fails on what the first one deletes meanwhile.
-SHORT_LEASE = ("--lease-ttl", "1s")
+# A killed run's lease (SHORT_LEASE) holds its tenant a second. Not for runs side by
+# side: a pass that takes longer than that between two renewals (a loaded machine) loses
+# its lease to the other, which then fails on what the first one deletes meanwhile.
+COMPACT_ARGS = EVERY_STEP
 ACK_TIMEOUT_S = 10.0
 STOP_LOAD_TIMEOUT_S = 20.0
 COMPACT_TIMEOUT_S = 180

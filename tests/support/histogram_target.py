@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from querier.varint import uvarint
+
 HOST = "127.0.0.1"
 CONTENT_TYPE = (
     "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
@@ -46,21 +48,12 @@ class ExposedHistogram:
     negative: dict[int, float]
 
 
-def _uvarint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _tag(number: int, wire_type: int) -> bytes:
-    return _uvarint(number << 3 | wire_type)
+    return uvarint(number << 3 | wire_type)
 
 
 def _varint_field(number: int, value: int) -> bytes:
-    return _tag(number, _VARINT) + _uvarint(value & ((1 << 64) - 1))
+    return _tag(number, _VARINT) + uvarint(value & ((1 << 64) - 1))
 
 
 def _sint_field(number: int, value: int) -> bytes:
@@ -72,7 +65,7 @@ def _double_field(number: int, value: float) -> bytes:
 
 
 def _bytes_field(number: int, value: bytes) -> bytes:
-    return _tag(number, _BYTES) + _uvarint(len(value)) + value
+    return _tag(number, _BYTES) + uvarint(len(value)) + value
 
 
 def spans_of(indices: Sequence[int]) -> list[tuple[int, int]]:
@@ -129,7 +122,7 @@ def metric_family(h: ExposedHistogram) -> bytes:
 def exposition(step: Sequence[ExposedHistogram]) -> bytes:
     """A scrape's body: each family length-delimited."""
     families = [metric_family(h) for h in step]
-    return b"".join(_uvarint(len(f)) + f for f in families)
+    return b"".join(uvarint(len(f)) + f for f in families)
 
 
 class HistogramTarget:
