@@ -71,6 +71,8 @@ def serve(config: GatewayConfig, *, query_only: bool = False) -> int:
         access_log=False,
         timeout_graceful_shutdown=int(config.shutdown_timeout_s),
         lifespan="on",
+        http="httptools",
+        loop="uvloop",
         ssl_certfile=config.tls_cert_file or None,
         ssl_keyfile=config.tls_key_file or None,
     )
