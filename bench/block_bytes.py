@@ -270,10 +270,16 @@ def http(url: str, *, method: str = "GET", timeout_s: float = 30.0) -> bytes:
         return body
 
 
-def start(cmd: list[str], log: Path, ready_url: str) -> subprocess.Popen[bytes]:
-    """Start a server and wait until `ready_url` answers 2xx; stopped again if it never does."""
+def start(
+    cmd: list[str], log: Path, ready_url: str, *, cpu: int | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a server and wait until `ready_url` answers 2xx; stopped again if it never does.
+
+    With `cpu`, the server runs pinned to that CPU (a Go server then sets GOMAXPROCS 1).
+    """
+    pin = None if cpu is None else functools.partial(os.sched_setaffinity, 0, {cpu})
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=pin)
     try:
         ready = functools.partial(answers, proc, ready_url)
         wait_for(f"{cmd[0]} to be ready (log: {log})", ready, READY_TIMEOUT_S)
