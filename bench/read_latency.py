@@ -50,6 +50,7 @@ from bench.block_bytes import PROMETHEUS_CONFIG, answers, stop, tool_version, wa
 from bench.block_bytes import http as fetch
 from bench.common import RESULTS, Strata, free_port, machine, proc_status_kib
 from blocks.catalog import collect_rows
+from blocks.meta import Resolution
 from blocks.objstore.local import LocalStore
 from proto import remote_pb2, types_pb2
 from querier.xor_chunk import decode_xor_chunk
@@ -70,9 +71,11 @@ LONG_HOST, LONG_METRIC = 0, 0
 LONG_SAMPLES_PER_REQUEST = 2_000
 FLEET_SCRAPES_PER_REQUEST = 2
 TENANT = "default"
-SYSTEMS = ("strata-query", "strata-serve", "prometheus", "prometheus-2h")
-"""prometheus-2h: a second Prometheus on the same snapshot, told not to compact its 2-hour
-blocks, so that it holds the data in as many blocks as Strata does."""
+SYSTEMS = ("strata-query", "strata-compacted", "strata-serve", "prometheus", "prometheus-2h")
+"""strata-compacted: `strata query` over a copy of the bucket after one `strata compact`
+pass (raw retention off, so every sample stays), as Prometheus compacts its own blocks.
+prometheus-2h: a second Prometheus on the same snapshot, told not to compact its 2-hour
+blocks, so that it holds the data in as many blocks as Strata's gateway cut."""
 NO_COMPACTION = ["--storage.tsdb.min-block-duration=2h", "--storage.tsdb.max-block-duration=2h"]
 KINDS = {
     "samples": remote_pb2.ReadRequest.SAMPLES,
@@ -464,13 +467,33 @@ def prometheus_blocks(tsdb: Path) -> list[dict[str, int]]:
 
 
 def strata_blocks(bucket: Path) -> list[dict[str, int]]:
-    """Time range and stats of the tenant's blocks in Strata's bucket."""
+    """Time range and stats of the tenant's raw blocks in Strata's bucket."""
     with LocalStore(bucket) as store:
         rows = collect_rows(store, tenant=TENANT).rows
     return [
         {"mint": r.mint, "maxt": r.maxt, "series": r.series, "samples": r.samples, "level": r.level}
         for r in rows
+        if r.resolution == Resolution.RAW
     ]
+
+
+COMPACT_COMMAND = (sys.executable, "-m", "gateway.cli", "compact", "--delete-delay", "0")
+
+
+def compacted_copy(bucket: Path, data_dir: Path) -> Path:
+    """A copy of the bucket after one `strata compact` pass that keeps every raw sample."""
+    shutil.copytree(bucket, data_dir / "bucket")
+    done = subprocess.run(
+        [*COMPACT_COMMAND, "--data-dir", str(data_dir), "--retention-raw", "0"],
+        capture_output=True,
+        text=True,
+        timeout=HTTP_TIMEOUT_S,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"strata compact failed: {done.stderr[-2000:]}")
+    print(f"  {done.stderr.strip().splitlines()[-1]}", flush=True)
+    return data_dir / "bucket"
 
 
 # --- remote read ---------------------------------------------------------------------
@@ -728,6 +751,7 @@ def p90(values: list[float]) -> float:
 
 
 RATIOS = (
+    ("strata-compacted", "prometheus"),
     ("strata-query", "prometheus"),
     ("strata-serve", "prometheus"),
     ("strata-query", "prometheus-2h"),
@@ -943,6 +967,15 @@ def load_everywhere(tmp: Path, data: DataSet, servers: Servers) -> Loaded:
     return Loaded(strata, prom, prom_2h, bucket, tsdb, tsdb_2h, held, details)
 
 
+def querier(data_dir: Path, bucket: Path, servers: Servers) -> Strata:
+    """`strata query` over `bucket`, stopped with the run's other servers."""
+    query = Strata(
+        data_dir, cpu=SERVER_CPU, command="query", extra=[f"--bucket-url=file://{bucket}"]
+    )
+    servers.stoppers.append(query.stop)
+    return query
+
+
 def run(
     args: argparse.Namespace, tmp: Path
 ) -> tuple[dict[str, object], list[Cell], dict[str, Workload], list[dict[str, object]]]:
@@ -956,15 +989,15 @@ def run(
     servers = Servers()
     try:
         loaded = load_everywhere(tmp, data, servers)
-        query = Strata(
-            tmp / "query",
-            cpu=SERVER_CPU,
-            command="query",
-            extra=["--bucket-url", f"file://{loaded.bucket}"],
-        )
-        servers.stoppers.append(query.stop)
+        query = querier(tmp / "query", loaded.bucket, servers)
+        print("compacting a copy of Strata's bucket...", flush=True)
+        compacted_bucket = compacted_copy(loaded.bucket, tmp / "compacted")
+        compacted_blocks = strata_blocks(compacted_bucket)
+        print(f"  strata-compacted: {len(compacted_blocks)} raw blocks", flush=True)
+        compacted = querier(tmp / "compacted-query", compacted_bucket, servers)
         urls = {
             "strata-query": query.url,
+            "strata-compacted": compacted.url,
             "strata-serve": loaded.strata.url,
             "prometheus": loaded.prometheus.url,
             "prometheus-2h": loaded.prometheus_2h.url,
@@ -1015,7 +1048,7 @@ def run(
             for c in cells
         ],
         **loaded.details,
-        "blocks": loaded.blocks,
+        "blocks": {**loaded.blocks, "strata-compacted": compacted_blocks},
         "blocks_changed_while_timing": changed,
     }
     return figures, cells, loads, memory
