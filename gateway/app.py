@@ -220,7 +220,12 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry) -> FastAPI:
             limits = gateway.ingester.limits.of(tenant)
             body = await read_body(request, limits.max_request_bytes)
             raw = decompress_snappy(body, limits.max_decompressed_bytes)
-            decoded = decode_v2_request(raw) if protocol == V2_PROTO else decode_write_request(raw)
+            if protocol == V2_PROTO:
+                decoded = decode_v2_request(raw)
+            else:
+                # Series this tenant's head knows are read without protobuf objects.
+                known = gateway.head.tenants.get(tenant)
+                decoded = decode_write_request(raw, known.ref_by_key if known else ())
             outcome = await gateway.ingester.write(tenant, decoded)
             outcome.raise_if_rejected()
         except StrataError as exc:

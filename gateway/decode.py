@@ -13,7 +13,7 @@ unknown and store a series without a label, or a sample with the value 0.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -23,8 +23,10 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from blocks.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
+from gateway.decode_known import LabelsOfKeys, decode_known
 from proto import types_pb2, write_v2_pb2
 from proto.write_raw_pb2 import RawWriteRequest
+from querier.varint import uvarint
 
 M = TypeVar("M", bound=Message)
 
@@ -77,7 +79,7 @@ class DecodedWrite:
     """
 
     series_keys: list[bytes | tuple[bytes, ...]]
-    series_labels: list[list[bytes]]
+    series_labels: Sequence[list[bytes]]
     sample_entry: np.ndarray
     timestamps: np.ndarray
     values: np.ndarray
@@ -177,18 +179,18 @@ def decompress_snappy(body: bytes, max_decompressed_bytes: int) -> bytes:
     return raw
 
 
-def series_key(pairs: list[bytes]) -> bytes | tuple[bytes, ...]:
-    """A dict key for a series as a sender encoded its labels, before any validation.
+def series_key(pairs: list[bytes]) -> bytes:
+    """A dict key for a series as a sender encoded its labels, before any validation: the
+    label messages as the `labels` fields of a TimeSeries, each with its tag and length,
+    exactly as protobuf writes them.
 
-    The label messages concatenated would not do: different lists of messages can make
-    the same bytes, and an invalid list would then find a valid series unchecked. Joined
-    with 0xff (never in UTF-8 text, only in a rare length varint), the key names one list
-    as long as no message holds 0xff itself; for those rare lists the tuple is the key.
+    The messages merely concatenated would not do: different lists of messages can make
+    the same bytes, and an invalid list would then find a valid series unchecked. With
+    tags and lengths the bytes parse back into exactly one list; and they are the bytes
+    a sender puts in front of a series' samples, which is what lets the steady-state
+    path (gateway/decode_known.py) find a known series without parsing its entry.
     """
-    key = b"\xff".join(pairs)
-    if key.count(b"\xff") == len(pairs) - 1:
-        return key
-    return tuple(pairs)
+    return b"".join([b"".join((b"\x0a", uvarint(len(p)), p)) for p in pairs])
 
 
 def wire_type_error(message: Message) -> str | None:
@@ -256,8 +258,32 @@ def canonical_histogram(histogram: Message) -> bytes:
     return v2.SerializeToString(deterministic=True)
 
 
-def decode_write_request(raw: bytes) -> DecodedWrite:
-    """Parse a 1.0 WriteRequest into columns without decoding label strings."""
+def _known_series_request(raw: bytes, known_keys: Container[object]) -> DecodedWrite | None:
+    known = decode_known(raw, known_keys)
+    if known is None:
+        return None
+    keys, timestamps, values = known
+    series_keys: list[bytes | tuple[bytes, ...]] = list(keys)
+    return DecodedWrite(
+        series_keys=series_keys,
+        series_labels=LabelsOfKeys(keys),
+        sample_entry=np.arange(len(keys), dtype=np.int64),
+        timestamps=timestamps,
+        values=values,
+        sample_start_timestamps=np.zeros(len(keys), dtype=np.int64),
+    )
+
+
+def decode_write_request(raw: bytes, known_keys: Container[object] = ()) -> DecodedWrite:
+    """Parse a 1.0 WriteRequest into columns without decoding label strings.
+
+    `known_keys`: the series keys the tenant's head knows; a request of known series
+    with one plain sample each is read without protobuf objects (gateway/decode_known.py).
+    """
+    if known_keys:
+        fast = _known_series_request(raw, known_keys)
+        if fast is not None:
+            return fast
     request = parse_write_request(raw)
     keys: list[bytes | tuple[bytes, ...]] = []
     labels: list[list[bytes]] = []

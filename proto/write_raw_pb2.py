@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15proto/write_raw.proto\x12\x0fstrata.rawwrite\"-\n\tRawSample\x12\r\n\x05value\x18\x01 \x01(\x01\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\"s\n\rRawTimeSeries\x12\x0e\n\x06labels\x18\x01 \x03(\x0c\x12+\n\x07samples\x18\x02 \x03(\x0b\x32\x1a.strata.rawwrite.RawSample\x12\x11\n\texemplars\x18\x03 \x03(\x0c\x12\x12\n\nhistograms\x18\x04 \x03(\x0c\"W\n\x0fRawWriteRequest\x12\x32\n\ntimeseries\x18\x01 \x03(\x0b\x32\x1e.strata.rawwrite.RawTimeSeries\x12\x10\n\x08metadata\x18\x03 \x03(\x0c\"(\n\tLabelPair\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15proto/write_raw.proto\x12\x0fstrata.rawwrite\"-\n\tRawSample\x12\r\n\x05value\x18\x01 \x01(\x01\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\"s\n\rRawTimeSeries\x12\x0e\n\x06labels\x18\x01 \x03(\x0c\x12+\n\x07samples\x18\x02 \x03(\x0b\x32\x1a.strata.rawwrite.RawSample\x12\x11\n\texemplars\x18\x03 \x03(\x0c\x12\x12\n\nhistograms\x18\x04 \x03(\x0c\"W\n\x0fRawWriteRequest\x12\x32\n\ntimeseries\x18\x01 \x03(\x0b\x32\x1e.strata.rawwrite.RawTimeSeries\x12\x10\n\x08metadata\x18\x03 \x03(\x0c\"(\n\tLabelPair\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"9\n\x11RawEntriesRequest\x12\x12\n\ntimeseries\x18\x01 \x03(\x0c\x12\x10\n\x08metadata\x18\x03 \x03(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,4 +39,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RAWWRITEREQUEST']._serialized_end=293
   _globals['_LABELPAIR']._serialized_start=295
   _globals['_LABELPAIR']._serialized_end=335
+  _globals['_RAWENTRIESREQUEST']._serialized_start=337
+  _globals['_RAWENTRIESREQUEST']._serialized_end=394
 # @@protoc_insertion_point(module_scope)
