@@ -23,6 +23,7 @@ from blocks.objstore.base import ObjectStore
 from blocks.reader import BlockReader
 from blocks.ulid import is_ulid
 from blocks.upload import list_blocks
+from proto.write_v2_pb2 import Histogram
 from querier import postings
 from querier.matchers import Matcher, MatchType
 
@@ -339,18 +340,24 @@ def check_series_ids(index: BlockIndex, ids: Iterable[int]) -> list[int]:
 def dump_series(
     reader: BlockReader, ids: Sequence[int], mint: int = MIN_TIME, maxt: int = MAX_TIME
 ) -> Iterator[str]:
-    """Per series a `# series ID {labels} samples=N` line, then one line per sample."""
+    """Per series a `# series ID {labels} samples=N` line (` histograms=M` added when
+    the block holds native histograms), then one line per sample and per histogram."""
     for start in range(0, len(ids), SERIES_PER_READ):
         batch = ids[start : start + SERIES_PER_READ]
         data = reader.read_series(batch, mint, maxt)
+        histograms = reader.read_histograms(batch, mint, maxt)
         for position, series in enumerate(batch, start):
             ts, values = data[series]
+            h_ts, messages = histograms[series]
             if position:
                 yield ""
             labels = format_labels(reader.index.labels(series))
-            yield f"# series {series} {labels} samples={len(ts)}"
+            counted = f" histograms={len(h_ts)}" if reader.index.histograms is not None else ""
+            yield f"# series {series} {labels} samples={len(ts)}{counted}"
             for t, bits in zip(ts.tolist(), values.view(np.uint64).tolist(), strict=True):
                 yield format_sample(t, bits)
+            for t, message in zip(h_ts.tolist(), messages, strict=True):
+                yield format_histogram(t, message)
 
 
 def format_labels(labels: Iterable[tuple[str, str]]) -> str:
@@ -369,6 +376,22 @@ def format_sample(ts: int, bits: int) -> str:
     when = format_time(ts, always_millis=True)
     line = f"{ts:>13}  {when}  {format_value(value):<24}  0x{bits:016x}"
     return line + "  stale" if bits == STALE_NAN_BITS else line
+
+
+def format_histogram(ts: int, message: bytes) -> str:
+    """`timestamp_ms  iso_time  histogram count=… sum=… schema=… buckets=…`, `stale` for
+    the staleness marker as sum."""
+    h = Histogram.FromString(message)
+    is_float = h.WhichOneof("count") == "count_float"
+    count = format_value(h.count_float) if is_float else str(h.count_int)
+    buckets = sum(s.length for s in (*h.positive_spans, *h.negative_spans))
+    sum_bits = struct.unpack("<Q", struct.pack("<d", h.sum))[0]
+    when = format_time(ts, always_millis=True)
+    line = (
+        f"{ts:>13}  {when}  histogram count={count} "
+        f"sum={format_value(h.sum)} schema={h.schema} buckets={buckets}"
+    )
+    return line + "  stale" if sum_bits == STALE_NAN_BITS else line
 
 
 def format_value(value: float) -> str:

@@ -1,9 +1,10 @@
 """The series index of a block; layout in docs/block-format.md#index.
 
 Symbols (every label name and value once, sorted), series (sorted label sets as symbol
-refs, each with its chunks), pages (where each chunk page lies) and postings (for each
-label pair, the series that have it). Each section is a few numpy columns compressed
-with zstandard; bytes in, bytes out.
+refs, each with its chunks), pages (where each chunk page lies), postings (for each
+label pair, the series that have it) and, in blocks holding native histograms, an
+optional section of histogram chunks (older readers never needed it). Each section is a
+few numpy columns compressed with zstandard; bytes in, bytes out.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ INDEX_HEADER = struct.Struct("<8sII")
 # section id, offset, length
 SECTION_ENTRY = struct.Struct("<IQQ")
 SECTION_SYMBOLS, SECTION_SERIES, SECTION_CHUNKS, SECTION_PAGES, SECTION_POSTINGS = 1, 2, 3, 4, 5
+# Optional: written only when the block holds histogram samples, so a block without any
+# is byte for byte what it was before histograms existed.
+SECTION_HISTOGRAMS = 6
 # dtype code, element count
 ARRAY_HEADER = struct.Struct("<BQ")
 DTYPES: dict[int, np.dtype[np.generic]] = {
@@ -60,6 +64,64 @@ class PageRefs:
 
 
 @dataclass(frozen=True, slots=True)
+class HistogramRefs:
+    """Histogram chunks: offsets by series, then one row per chunk in series order.
+
+    A histogram chunk is one zstd frame of blocks/histogram_codec.py's columns, stored
+    in a chunk segment file beside the pages.
+    """
+
+    offsets: np.ndarray  # u64, series + 1: series i's chunks are [off[i], off[i+1])
+    segment: np.ndarray  # u32
+    offset: np.ndarray  # u64: byte offset in that segment
+    length: np.ndarray  # u32: compressed length
+    mint: np.ndarray  # i64
+    maxt: np.ndarray  # i64 (inclusive)
+    samples: np.ndarray  # u32
+
+    @classmethod
+    def empty(cls, series: int) -> HistogramRefs:
+        """No histogram in a block of `series` series."""
+        return cls(
+            np.zeros(series + 1, dtype=np.uint64),
+            np.zeros(0, dtype=np.uint32),
+            np.zeros(0, dtype=np.uint64),
+            np.zeros(0, dtype=np.uint32),
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0, dtype=np.uint32),
+        )
+
+    @property
+    def total(self) -> int:
+        """Histogram samples in the block."""
+        return int(self.samples.sum())
+
+    def rows(self, ids: Sequence[int], mint: int, maxt: int) -> tuple[np.ndarray, np.ndarray]:
+        """The chunk rows of the series `ids` overlapping [mint, maxt], in series then time
+        order, and for each the position in `ids` of its series."""
+        wanted = np.asarray(ids, dtype=np.int64)
+        first = self.offsets[wanted].astype(np.int64)
+        counts = self.offsets[wanted + 1].astype(np.int64) - first
+        owners = np.repeat(np.arange(len(wanted)), counts)
+        shift = np.repeat(first - (np.cumsum(counts) - counts), counts)
+        rows = shift + np.arange(int(counts.sum()))
+        overlap = (self.maxt[rows] >= mint) & (self.mint[rows] <= maxt)
+        return rows[overlap], owners[overlap]
+
+    def samples_in_range(self, ids: np.ndarray, mint: int, maxt: int) -> np.ndarray:
+        """Per series in `ids`, the histograms of its chunks overlapping [mint, maxt]."""
+        overlap = (self.maxt >= mint) & (self.mint <= maxt)
+        per_chunk = np.where(overlap, self.samples.astype(np.int64), 0)
+        running = np.zeros(len(per_chunk) + 1, dtype=np.int64)
+        np.cumsum(per_chunk, out=running[1:])
+        offsets = self.offsets.astype(np.int64)
+        at = ids.astype(np.int64)
+        counts: np.ndarray = running[offsets[at + 1]] - running[offsets[at]]
+        return counts
+
+
+@dataclass(frozen=True, slots=True)
 class BlockIndex:
     """A decoded index. Series ids are positions in label order."""
 
@@ -73,6 +135,7 @@ class BlockIndex:
     posting_values: np.ndarray  # u32 symbol
     posting_offsets: np.ndarray  # u64, pairs + 1
     posting_series: np.ndarray  # u32 series ids
+    histograms: HistogramRefs | None = None  # None: the block holds no histogram
 
     @property
     def series_count(self) -> int:
@@ -138,6 +201,10 @@ class BlockIndex:
         overlap = (self.chunks.maxt[rows] >= mint) & (self.chunks.mint[rows] <= maxt)
         return rows[overlap], owners[overlap]
 
+    def histogram_refs(self) -> HistogramRefs:
+        """The block's histogram chunks (none in a block without the section)."""
+        return self.histograms or HistogramRefs.empty(self.series_count)
+
     def chunk_range(self, series: int) -> tuple[int, int]:
         """The rows of a series' chunks in `chunks`."""
         return int(self.chunk_offsets[series]), int(self.chunk_offsets[series + 1])
@@ -197,6 +264,19 @@ def encode_index(index: BlockIndex) -> bytes:
             ]
         ),
     }
+    histograms = index.histograms
+    if histograms is not None and len(histograms.segment):
+        sections[SECTION_HISTOGRAMS] = _pack(
+            [
+                histograms.offsets,
+                histograms.segment,
+                histograms.offset,
+                histograms.length,
+                histograms.mint,
+                histograms.maxt,
+                histograms.samples,
+            ]
+        )
     out = [INDEX_HEADER.pack(INDEX_MAGIC, INDEX_VERSION, len(sections))]
     offset = INDEX_HEADER.size + SECTION_ENTRY.size * len(sections)
     table = []
@@ -244,6 +324,9 @@ def decode_index(data: bytes) -> BlockIndex:
     page, slot, mint, maxt, samples = _unpack(sections[SECTION_CHUNKS], 5)
     segment, offset_col, length_col = _unpack(sections[SECTION_PAGES], 3)
     names, values, offsets, series = _unpack(sections[SECTION_POSTINGS], 4)
+    histograms = None
+    if SECTION_HISTOGRAMS in sections:
+        histograms = HistogramRefs(*_unpack(sections[SECTION_HISTOGRAMS], 7))
     index = BlockIndex(
         symbols=symbols,
         label_offsets=label_offsets,
@@ -255,6 +338,7 @@ def decode_index(data: bytes) -> BlockIndex:
         posting_values=values,
         posting_offsets=offsets,
         posting_series=series,
+        histograms=histograms,
     )
     check_index(index)
     return index
@@ -280,5 +364,15 @@ def check_index(index: BlockIndex) -> None:
         problems.append("posting offsets do not match series")
     if len(index.posting_series) and int(index.posting_series.max()) >= n_series:
         problems.append("posting series out of range")
+    histograms = index.histograms
+    if histograms is not None:
+        rows = len(histograms.segment)
+        if len(histograms.offsets) != n_series + 1 or int(histograms.offsets[-1]) != rows:
+            problems.append("histogram chunk offsets do not match histogram chunks")
+        elif np.any(np.diff(histograms.offsets.astype(np.int64)) < 0):
+            problems.append("histogram chunk offsets go backwards")
+        columns = (histograms.offset, histograms.length, histograms.mint, histograms.maxt)
+        if any(len(c) != rows for c in (*columns, histograms.samples)):
+            problems.append("histogram chunk columns differ in length")
     if problems:
         raise CorruptBlock("; ".join(problems), obj="index")

@@ -2,6 +2,7 @@
 
 Pages are fetched with range reads; neighbouring pages of one segment are fetched in one
 read when the gap between them is small, since a request costs more than a few bytes.
+Histogram chunks are fetched the same way (`read_histograms`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 from blocks.chunk_cache import ChunkCache
 from blocks.chunk_page import decode_page_chunks
 from blocks.errors import CorruptBlock
+from blocks.histogram_store import decode_histogram_chunk
 from blocks.index import BlockIndex, decode_index
 from blocks.meta import INDEX_FILENAME, META_FILENAME, BlockMeta
 from blocks.writer import segment_name
@@ -73,6 +75,53 @@ class BlockReader:
             keep = (ts >= mint) & (ts <= maxt)
             out[series] = (ts[keep], values[keep])
         return out
+
+    def read_histograms(
+        self, series_ids: Iterable[int], mint: int, maxt: int
+    ) -> dict[int, tuple[np.ndarray, list[bytes]]]:
+        """Histograms with mint <= t <= maxt of each series (time-sorted, messages in their
+        canonical bytes); every series asked for is in the answer, maybe empty."""
+        ids = list(series_ids)
+        out: dict[int, tuple[np.ndarray, list[bytes]]] = {
+            i: (np.zeros(0, dtype=np.int64), []) for i in ids
+        }
+        refs = self.index.histograms
+        if refs is None or not ids:
+            return out
+        rows, owners = refs.rows(ids, mint, maxt)
+        decoded = self._histogram_chunks(rows)
+        for row, owner in zip(rows.tolist(), owners.tolist(), strict=True):
+            ts, payloads = decoded[row]
+            keep = (ts >= mint) & (ts <= maxt)
+            series = ids[owner]
+            have_ts, have = out[series]
+            picked = [payloads[i] for i in np.flatnonzero(keep).tolist()]
+            out[series] = (np.concatenate((have_ts, ts[keep])), have + picked)
+        return out
+
+    def _histogram_chunks(self, rows: np.ndarray) -> dict[int, tuple[np.ndarray, list[bytes]]]:
+        """The decoded histogram chunks at these rows, fetched in coalesced range reads."""
+        refs = self.index.histograms
+        assert refs is not None
+        decoded = {}
+        order = sorted(rows.tolist(), key=lambda r: (int(refs.segment[r]), int(refs.offset[r])))
+        for group in coalesce(order, refs.segment, refs.offset, refs.length):
+            segment = int(refs.segment[group[0]])
+            start = int(refs.offset[group[0]])
+            end = int(refs.offset[group[-1]]) + int(refs.length[group[-1]])
+            name = segment_name(segment)
+            data = self.source.get_range(f"{self.prefix}/{name}", start, end)
+            if len(data) != end - start:
+                raise CorruptBlock(
+                    "chunk segment shorter than the index says",
+                    block_id=self.meta.block_id,
+                    obj=name,
+                )
+            for row in group:
+                at = int(refs.offset[row]) - start
+                chunk = data[at : at + int(refs.length[row])]
+                decoded[row] = decode_histogram_chunk(chunk, int(refs.samples[row]))
+        return decoded
 
     def chunks_at(self, rows: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """The decoded chunks at these rows of the index's chunk table, by row."""

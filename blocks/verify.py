@@ -59,6 +59,7 @@ class VerifyReport:
     tenants: int = 0
     blocks: int = 0
     samples_read: int = 0
+    histograms_read: int = 0
 
     @property
     def errors(self) -> int:
@@ -149,6 +150,13 @@ def _verify_block(
         int(index.chunks.mint.min()) < meta.mint or int(index.chunks.maxt.max()) >= meta.maxt
     ):
         problems.append((ERROR, "chunks outside the block's time range"))
+    histograms = index.histograms
+    if (
+        histograms is not None
+        and len(histograms.mint)
+        and (int(histograms.mint.min()) < meta.mint or int(histograms.maxt.max()) >= meta.maxt)
+    ):
+        problems.append((ERROR, "histogram chunks outside the block's time range"))
     problems += _check_segments(store, prefix, index)
     if full and not any(severity == ERROR for severity, _ in problems):
         problems += _read_everything(store, prefix, meta, index, report)
@@ -160,6 +168,12 @@ def _check_segments(store: ObjectStore, prefix: str, index: BlockIndex) -> list[
     problems = []
     segments = index.pages.segment
     ends = index.pages.offset.astype(np.int64) + index.pages.length.astype(np.int64)
+    histograms = index.histograms
+    if histograms is not None:
+        segments = np.concatenate((segments, histograms.segment))
+        ends = np.concatenate(
+            (ends, histograms.offset.astype(np.int64) + histograms.length.astype(np.int64))
+        )
     for segment in sorted(set(segments.tolist())):
         needed = int(ends[segments == segment].max())
         key = f"{prefix}/{segment_name(segment)}"
@@ -181,7 +195,7 @@ def _check_segments(store: ObjectStore, prefix: str, index: BlockIndex) -> list[
 def _read_everything(
     store: ObjectStore, prefix: str, meta: BlockMeta, index: BlockIndex, report: VerifyReport
 ) -> list[tuple[str, str]]:
-    """Decode every page: zstd checksums, page layout and chunk sizes all checked."""
+    """Decode every page and histogram chunk: zstd checksums, layouts and sizes checked."""
     reader = BlockReader(store, prefix, meta=meta, index=index)
     lowest, highest = np.iinfo(np.int64).min, np.iinfo(np.int64).max
     for start in range(0, index.series_count, SERIES_PER_READ):
@@ -191,6 +205,13 @@ def _read_everything(
         except CorruptBlock as exc:
             return [(ERROR, f"chunk data unreadable: {exc.reason}")]
         report.samples_read += sum(len(ts) for ts, _ in read.values())
+        if index.histograms is None:
+            continue
+        try:
+            histograms = reader.read_histograms(ids, lowest, highest)
+        except CorruptBlock as exc:
+            return [(ERROR, f"histogram data unreadable: {exc.reason}")]
+        report.histograms_read += sum(len(ts) for ts, _ in histograms.values())
     return []
 
 

@@ -2,13 +2,16 @@
 
 Series are added in label order; their samples are cut into chunks, chunks packed into
 pages, pages appended to chunk segment files as they fill, so memory holds one page,
-not the block. The directory is built as `<id>.tmp` and renamed when complete.
+not the block. A series' native histograms go into histogram chunks
+(blocks/histogram_store.py), written to the same segment files as they come. The
+directory is built as `<id>.tmp` and renamed when complete.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -17,7 +20,8 @@ import numpy as np
 from blocks.chunk_page import encode_page
 from blocks.errors import StrataError
 from blocks.fsync import fsync_path
-from blocks.index import BlockIndex, ChunkRefs, PageRefs, encode_index
+from blocks.histogram_store import HISTOGRAM_CHUNK_MAX_SAMPLES, encode_histogram_chunk
+from blocks.index import BlockIndex, ChunkRefs, HistogramRefs, PageRefs, encode_index
 from blocks.meta import (
     CHUNKS_DIRNAME,
     INDEX_FILENAME,
@@ -36,6 +40,8 @@ PAGE_TARGET_SAMPLES = 16384
 SEGMENT_MAX_BYTES = 512 << 20
 
 Labels = list[tuple[str, str]]
+# One series' histograms: time-sorted timestamps and serialized Histogram messages.
+Histograms = tuple[np.ndarray, Sequence[bytes]]
 
 
 class OutOfOrder(StrataError):
@@ -74,18 +80,40 @@ class BlockWriter:
         self._segment = 0
         self._segment_bytes = 0
         self._file: BinaryIO | None = None
+        self._hist_offsets = [0]
+        self._hist_segment: list[int] = []
+        self._hist_offset: list[int] = []
+        self._hist_length: list[int] = []
+        self._hist_mint: list[int] = []
+        self._hist_maxt: list[int] = []
+        self._hist_samples: list[int] = []
         self.samples = 0
+        self.histograms = 0
         self.bytes = 0
         self.mint: int | None = None
         self.maxt: int | None = None
 
-    def add_series(self, labels: Labels, timestamps: np.ndarray, values: np.ndarray) -> None:
-        """Add a series with time-sorted, duplicate-free samples; series in label order."""
+    def add_series(
+        self,
+        labels: Labels,
+        timestamps: np.ndarray,
+        values: np.ndarray,
+        histograms: Histograms | None = None,
+    ) -> None:
+        """Add a series with time-sorted, duplicate-free samples and histograms (each
+        kind on its own: one timestamp may hold both); series in label order."""
         if self._labels and labels <= self._labels[-1]:
             raise OutOfOrder(f"series {labels} added after {self._labels[-1]}")
-        if not len(timestamps):
+        has_histograms = histograms is not None and len(histograms[0]) > 0
+        if not len(timestamps) and not has_histograms:
             return
         self._labels.append(labels)
+        if histograms is not None and has_histograms:
+            self._add_histograms(*histograms)
+        self._hist_offsets.append(len(self._hist_segment))
+        if not len(timestamps):
+            self._chunk_offsets.append(len(self._chunk_page))
+            return
         for start in range(0, len(timestamps), CHUNK_MAX_SAMPLES):
             ts = timestamps[start : start + CHUNK_MAX_SAMPLES]
             self._chunk_page.append(len(self._page_offset))
@@ -105,6 +133,31 @@ class BlockWriter:
         self.mint = first if self.mint is None else min(self.mint, first)
         self.maxt = last if self.maxt is None else max(self.maxt, last)
 
+    def _add_histograms(self, timestamps: np.ndarray, payloads: Sequence[bytes]) -> None:
+        for start in range(0, len(timestamps), HISTOGRAM_CHUNK_MAX_SAMPLES):
+            ts = timestamps[start : start + HISTOGRAM_CHUNK_MAX_SAMPLES]
+            data = encode_histogram_chunk(ts, payloads[start : start + HISTOGRAM_CHUNK_MAX_SAMPLES])
+            self._hist_segment.append(self._write(data))
+            self._hist_offset.append(self._segment_bytes - len(data))
+            self._hist_length.append(len(data))
+            self._hist_mint.append(int(ts[0]))
+            self._hist_maxt.append(int(ts[-1]))
+            self._hist_samples.append(len(ts))
+        self.histograms += len(timestamps)
+        first, last = int(timestamps[0]), int(timestamps[-1])
+        self.mint = first if self.mint is None else min(self.mint, first)
+        self.maxt = last if self.maxt is None else max(self.maxt, last)
+
+    def _write(self, data: bytes) -> int:
+        """Append bytes to the current chunk segment (a new one when full); its number."""
+        if self._file is None or self._segment_bytes + len(data) > SEGMENT_MAX_BYTES:
+            self._open_segment()
+        assert self._file is not None
+        self._file.write(data)
+        self._segment_bytes += len(data)
+        self.bytes += len(data)
+        return self._segment
+
     def _flush_page(self) -> None:
         if not self._pending_counts:
             return
@@ -113,15 +166,9 @@ class BlockWriter:
             np.concatenate(self._pending_ts),
             np.concatenate(self._pending_values),
         )
-        if self._file is None or self._segment_bytes + len(page) > SEGMENT_MAX_BYTES:
-            self._open_segment()
-        assert self._file is not None
-        self._page_segment.append(self._segment)
-        self._page_offset.append(self._segment_bytes)
+        self._page_segment.append(self._write(page))
+        self._page_offset.append(self._segment_bytes - len(page))
         self._page_length.append(len(page))
-        self._file.write(page)
-        self._segment_bytes += len(page)
-        self.bytes += len(page)
         self._pending_counts, self._pending_ts, self._pending_values = [], [], []
         self._pending_samples = 0
 
@@ -228,4 +275,15 @@ class BlockWriter:
             posting_values=np.array([k[1] for k in keys], dtype=np.uint32),
             posting_offsets=posting_offsets,
             posting_series=np.array([s for k in keys for s in postings[k]], dtype=np.uint32),
+            histograms=HistogramRefs(
+                offsets=np.array(self._hist_offsets, dtype=np.uint64),
+                segment=np.array(self._hist_segment, dtype=np.uint32),
+                offset=np.array(self._hist_offset, dtype=np.uint64),
+                length=np.array(self._hist_length, dtype=np.uint32),
+                mint=np.array(self._hist_mint, dtype=np.int64),
+                maxt=np.array(self._hist_maxt, dtype=np.int64),
+                samples=np.array(self._hist_samples, dtype=np.uint32),
+            )
+            if self._hist_segment
+            else None,
         )

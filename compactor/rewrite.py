@@ -4,7 +4,9 @@ Sources are read with range reads a batch of series at a time and the new block 
 written page by page into the work directory, so memory holds one batch, not a block.
 The caller uploads the result. Merge rules (docs/compactor.md#merging): each timestamp
 once; where sources disagree, the newest block (highest id) wins, the rule the querier
-applies too, so a query answers the same before and after compaction.
+applies too, so a query answers the same before and after compaction. Native histograms
+are merged by the same rule and copied bit for bit; downsampling keeps the ones
+`rate`/`increase` need (blocks/histogram_downsample.py, docs/compactor.md).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from blocks.aggregates import (
     split_aggregate,
     with_aggregate,
 )
+from blocks.histogram_downsample import downsample_histograms
 from blocks.index import BlockIndex
 from blocks.meta import BlockMeta, Resolution
 from blocks.objstore.base import ObjectStore
@@ -35,7 +38,7 @@ from blocks.reader import BlockReader
 from blocks.ulid import new_ulid
 from blocks.writer import BlockWriter
 from compactor.planner import Downsample, Merge
-from querier.merge import merge_parts
+from querier.merge import HistogramPart, merge_histogram_parts, merge_parts
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +75,26 @@ class SourceBlock:
         self.ids: dict[LabelKey, int] = {
             tuple(index.labels(i)): i for i in range(index.series_count)
         }
-        self.sample_counts = series_sample_counts(index)
+        refs = index.histogram_refs()
+        self.histogram_counts = refs.samples_in_range(
+            np.arange(index.series_count), np.iinfo(np.int64).min, np.iinfo(np.int64).max
+        )
+        # Samples and histograms: what a batch holds of this series.
+        self.sample_counts = series_sample_counts(index) + self.histogram_counts
+        self.has_histograms = index.histograms is not None
 
     def read(self, ids: Sequence[int]) -> dict[int, Samples]:
         """Every sample of these series."""
         if not ids:
             return {}
         return self.reader.read_series(ids, np.iinfo(np.int64).min, np.iinfo(np.int64).max)
+
+    def read_histograms(self, ids: Sequence[int]) -> dict[int, HistogramPart]:
+        """Every histogram of these series (none from a block without histograms)."""
+        if not ids or not self.has_histograms:
+            return {}
+        lowest, highest = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+        return self.reader.read_histograms(ids, lowest, highest)
 
 
 def series_sample_counts(index: BlockIndex) -> np.ndarray:
@@ -106,14 +122,22 @@ def write_merge(
         for batch in _batches(every, lambda key: sum(_count(s, key) for s in sources), progress):
             wanted = {id(s): _wanted_ids(s, batch, downsampled) for s in sources}
             parts = {id(s): s.read(wanted[id(s)]) for s in sources}
+            histograms = {id(s): s.read_histograms(wanted[id(s)]) for s in sources}
             read += sum(len(ts) for p in parts.values() for ts, _ in p.values())
+            read += sum(len(ts) for p in histograms.values() for ts, _ in p.values())
             for key in batch:
                 if downsampled and split_aggregate(key)[1] == Aggregate.COUNTER:
                     ts, values = _joined_counter(key, sources, parts)
                 else:
                     found = [parts[id(s)][s.ids[key]] for s in by_age if key in s.ids]
                     ts, values = merge_parts(found, action.mint, action.maxt - 1)
-                writer.add_series(list(key), ts, values)
+                found_histograms = [
+                    histograms[id(s)][s.ids[key]]
+                    for s in by_age
+                    if key in s.ids and s.ids[key] in histograms[id(s)]
+                ]
+                kept = merge_histogram_parts(found_histograms, action.mint, action.maxt - 1)
+                writer.add_series(list(key), ts, values, kept)
         meta = writer.finish(
             tenant=action.tenant,
             resolution=action.resolution,
@@ -196,17 +220,30 @@ def write_downsample(
             if aggregate is not None:
                 outputs.append((key, series, aggregate))
     outputs.sort()
+    # Histograms stay on their series' own label set (no aggregate label), thinned out.
+    histogram_series = {
+        key: series
+        for key, series in source.ids.items()
+        if split_aggregate(key)[1] is None and source.histogram_counts[series]
+    }
     cache = _AggregateCache(AGGREGATE_CACHE_BYTES)
     writer = BlockWriter(work_dir, new_ulid())
     read = 0
     position = {key: i for i, (key, _, _) in enumerate(outputs)}
+    keys = sorted(position.keys() | histogram_series.keys())
+
+    def samples_of(key: LabelKey) -> int:
+        if key in position:
+            return int(source.sample_counts[outputs[position[key]][1]])
+        return int(source.histogram_counts[histogram_series[key]])
+
     try:
-        for batch in _batches(
-            [key for key, _, _ in outputs],
-            lambda key: int(source.sample_counts[outputs[position[key]][1]]),
-            progress,
-        ):
-            rows = [outputs[position[key]] for key in batch]
+        for batch in _batches(keys, samples_of, progress):
+            histograms = source.read_histograms(
+                sorted(histogram_series[key] for key in batch if key in histogram_series)
+            )
+            read += sum(len(ts) for ts, _ in histograms.values())
+            rows = [outputs[position[key]] for key in batch if key in position]
             missing = sorted({series for _, series, _ in rows if series not in cache})
             for series, (ts, values) in source.read(missing).items():
                 read += len(ts)
@@ -217,7 +254,12 @@ def write_downsample(
                     assert aggregate is not None  # only aggregate series are outputs
                     coarse = downsample_aggregate(aggregate, (ts, values), resolution)
                     cache.put(series, _only(aggregate, coarse))
-            for key, series, aggregate in rows:
+            for key in batch:
+                if key in histogram_series:
+                    thinned = downsample_histograms(*histograms[histogram_series[key]], resolution)
+                    writer.add_series(list(key), *_empty(), thinned)
+                    continue
+                _, series, aggregate = outputs[position[key]]
                 ts, values = cache.get(series)[aggregate]
                 writer.add_series(list(key), ts, values)
         meta = writer.finish(

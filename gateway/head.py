@@ -2,13 +2,14 @@
 
 A tenant's head holds a registry of series (canonical label bytes, found by the raw
 label bytes senders use), the last sample of each series, an uncompressed buffer of
-recent samples and compressed batches of older ones (docs/head.md).
+recent samples and compressed batches of older ones, and native histogram samples beside
+them under the same series refs (gateway/head_histograms.py; docs/head.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from blocks.errors import Unavailable
 from blocks.sample_codec import decode_samples, encode_samples
 from gateway.head_append import AppendPlan, advance_last, plan_append
 from gateway.head_columns import GrowableArray, SampleColumns
+from gateway.head_histograms import HeadHistograms, HistogramPart
 
 NO_SAMPLE = np.iinfo(np.int64).min
 # What one series costs besides the bytes of its labels and key: two dict entries, a list
@@ -41,6 +43,7 @@ class HeadSnapshot:
 
     frozen: list[FrozenBatch]
     recent: SampleColumns
+    histograms: HeadHistograms = field(default_factory=HeadHistograms)
 
     def sorted_samples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All samples sorted by (ref, timestamp), exact duplicates dropped."""
@@ -76,6 +79,10 @@ class TenantHead:
         self.frozen: list[FrozenBatch] = []
         self.frozen_bytes = 0
         self.frozen_samples = 0
+        # Native histograms: their own store and newest time per series; floats' last
+        # sample columns stay floats' alone, since they decide float resends.
+        self.histograms = HeadHistograms()
+        self.histogram_last_ts = GrowableArray(np.int64, NO_SAMPLE)
 
     @property
     def series_count(self) -> int:
@@ -98,6 +105,8 @@ class TenantHead:
             + self.last_ts.nbytes
             + self.last_bits.nbytes
             + self.logged_generation.nbytes
+            + self.histograms.nbytes
+            + self.histogram_last_ts.nbytes
         )
 
     def series_ref(self, canonical: bytes) -> int:
@@ -108,7 +117,12 @@ class TenantHead:
             self.labels.append(canonical)
             self.label_bytes += len(canonical)
             self.ref_by_labels[canonical] = ref
-            for column in (self.last_ts, self.last_bits, self.logged_generation):
+            for column in (
+                self.last_ts,
+                self.last_bits,
+                self.logged_generation,
+                self.histogram_last_ts,
+            ):
                 column.grow_to(ref + 1)
         return ref
 
@@ -130,6 +144,22 @@ class TenantHead:
         advance_last(plan, self.last_ts.view, self.last_bits.view)
         if len(self.recent) >= self.freeze_samples:
             self.freeze()
+
+    def commit_histograms(
+        self, refs: np.ndarray, timestamps: np.ndarray, payloads: list[bytes]
+    ) -> None:
+        """Store new histogram samples (none stored at their (ref, timestamp) yet)."""
+        for ref, ts, payload in zip(refs.tolist(), timestamps.tolist(), payloads, strict=True):
+            self.histograms.add(ref, ts, payload)
+        if len(refs):
+            last = self.histogram_last_ts.view
+            np.maximum.at(last, refs.astype(np.int64), timestamps)
+
+    def newest_ts(self) -> np.ndarray:
+        """Per series ref, the time of its newest float or histogram sample."""
+        n = self.series_count
+        newest: np.ndarray = np.maximum(self.last_ts.view[:n], self.histogram_last_ts.view[:n])
+        return newest
 
     def freeze(self) -> None:
         """Compress the uncompressed buffer into a frozen batch."""
@@ -165,7 +195,8 @@ class TenantHead:
         with `restore`. Meanwhile an older sample is not checked against the snapshot,
         so a resend may be stored twice; readers drop such exact duplicates.
         """
-        snapshot = HeadSnapshot(self.frozen, self.recent)
+        snapshot = HeadSnapshot(self.frozen, self.recent, self.histograms)
+        self.histograms = HeadHistograms()
         self.frozen = []
         self.frozen_bytes = 0
         self.frozen_samples = 0
@@ -189,9 +220,21 @@ class TenantHead:
         self.frozen_bytes += len(batch.data)
         self.frozen_samples += batch.samples
 
+    def restore_histograms(
+        self, refs: np.ndarray, timestamps: np.ndarray, payloads: list[bytes]
+    ) -> None:
+        """Put back histograms a cut took out and did not cut; where the head got another
+        one at the same (ref, timestamp) meanwhile, the one put back stays (first wins)."""
+        held = self.histograms
+        self.histograms = HeadHistograms()
+        self.histograms.add_many(refs, timestamps, payloads)
+        self.histograms.add_many(*held.columns())
+
     def time_range(self) -> tuple[int, int] | None:
         """(oldest, newest) sample time held, or None when empty."""
         bounds = [(b.mint, b.maxt) for b in self.frozen]
+        if self.histograms.mint is not None and self.histograms.maxt is not None:
+            bounds.append((self.histograms.mint, self.histograms.maxt))
         if len(self.recent):
             ts = self.recent.timestamps.view
             bounds.append((int(ts.min()), int(ts.max())))
@@ -204,6 +247,11 @@ class TenantHead:
         refs, ts, values = HeadSnapshot(self.frozen, self.recent).sorted_samples()
         for start, end in run_bounds(refs):
             yield self.labels[int(refs[start])], ts[start:end], values[start:end]
+
+    def series_histograms(self) -> Iterator[tuple[bytes, HistogramPart]]:
+        """Every series with histograms: (canonical labels, its time-sorted histograms)."""
+        for ref, part in self.histograms.series():
+            yield self.labels[ref], part
 
 
 class Head:

@@ -2,6 +2,7 @@
 
 Samples may stand in several places at once (a block uploaded while its WAL segments
 were not yet removed, or re-cut after a crash); each (series, timestamp) counts once.
+Native histograms are read back the same way by `read_histograms`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from gateway.wal_replay import replay
 
 LabelSet = tuple[tuple[str, str], ...]
 Parts = dict[str, dict[LabelSet, list[tuple[np.ndarray, np.ndarray]]]]
+HistogramParts = dict[str, dict[LabelSet, list[tuple[np.ndarray, list[bytes]]]]]
 
 
 def read_samples(
@@ -58,6 +60,8 @@ def _add_block(parts: Parts, store: ObjectStore, tenant: str, block_id: str) -> 
     count = reader.index.series_count
     data = reader.read_series(range(count), -(2**63), 2**63 - 1)
     for series in range(count):
+        if not len(data[series][0]):
+            continue  # a series of histograms only (read_histograms has it)
         labels = tuple(reader.index.labels(series))
         parts.setdefault(tenant, {}).setdefault(labels, []).append(data[series])
 
@@ -70,3 +74,48 @@ def _merge(pieces: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.
     first = np.ones(len(ts), dtype=bool)
     first[1:] = ts[1:] != ts[:-1]
     return ts[first], values[first]
+
+
+def read_histograms(
+    data_dir: Path, bucket_url: str = ""
+) -> dict[str, dict[LabelSet, tuple[np.ndarray, list[bytes]]]]:
+    """tenant -> labels -> (timestamps, canonical Histogram messages), as `read_samples`."""
+    config = GatewayConfig(data_dir=data_dir, bucket_url=bucket_url)
+    parts: HistogramParts = {}
+    head = Head(max_bytes=1 << 62, freeze_samples=config.head_freeze_samples)
+    replay(config.wal_dir, head, repair=False)
+    for tenant, tenant_head in head.tenants.items():
+        for canonical, part in tenant_head.series_histograms():
+            key = tuple(decode_labels(canonical))
+            parts.setdefault(tenant, {}).setdefault(key, []).append(part)
+    stores: list[tuple[ObjectStore, str, str]] = []
+    if config.upload_dir.is_dir():
+        queue = LocalStore(config.upload_dir)
+        stores += [(queue, t, d.name) for t, d in queued_blocks(config.upload_dir)]
+    with open_store(config.bucket) as bucket:
+        for tenant in bucket_tenants(bucket):
+            stores += [(bucket, tenant, block_id) for block_id in list_blocks(bucket, tenant)]
+        for store, tenant, block_id in stores:
+            reader = BlockReader(store, f"{tenant}/{block_id}")
+            count = reader.index.series_count
+            data = reader.read_histograms(range(count), -(2**63), 2**63 - 1)
+            for series in range(count):
+                if len(data[series][0]):
+                    labels = tuple(reader.index.labels(series))
+                    parts.setdefault(tenant, {}).setdefault(labels, []).append(data[series])
+    return {
+        tenant: {k: _merge_histograms(v) for k, v in series.items()}
+        for tenant, series in parts.items()
+    }
+
+
+def _merge_histograms(
+    pieces: list[tuple[np.ndarray, list[bytes]]],
+) -> tuple[np.ndarray, list[bytes]]:
+    ts = np.concatenate([p[0] for p in pieces])
+    payloads = [m for p in pieces for m in p[1]]
+    order = np.argsort(ts, kind="stable")
+    ts = ts[order]
+    first = np.ones(len(ts), dtype=bool)
+    first[1:] = ts[1:] != ts[:-1]
+    return ts[first], [payloads[i] for i in order[first].tolist()]

@@ -31,10 +31,20 @@ from blocks.ulid import is_ulid
 from blocks.upload import upload_block
 from gateway.config import GatewayConfig
 from gateway.head import Head, HeadSnapshot
-from gateway.head_cut import build_blocks, split_at, window_start
+from gateway.head_cut import (
+    HistogramColumns,
+    build_blocks,
+    split_at,
+    split_histograms_at,
+    window_start,
+)
 from gateway.metrics import GatewayMetrics
 from gateway.wal import WAL
 from gateway.write import Ingester
+from gateway.write_histograms import log_histograms
+
+# What a cut built for one tenant: the samples it keeps, the block dirs.
+Built = tuple[tuple[np.ndarray, np.ndarray, np.ndarray], list[Path]]
 
 log = logging.getLogger(__name__)
 
@@ -201,12 +211,15 @@ class Shipper:
         self.in_flight = snapshots
         labels = {t: list(h.labels) for t, h in self.head.tenants.items()}
         try:
-            built = await asyncio.to_thread(self._build, snapshots, labels, boundaries)
+            built, kept_histograms = await asyncio.to_thread(
+                self._build_all, snapshots, labels, boundaries
+            )
         except Exception:
             self.metrics.cut_failures.inc()
             log.exception("head cut failed; samples stay in the head")
             for tenant, snapshot in snapshots.items():
                 self.head.tenant(tenant).restore(*snapshot.sorted_samples())
+                self.head.tenant(tenant).restore_histograms(*snapshot.histograms.columns())
             self.in_flight = {}
             return
         failpoint("gateway.cut.after_build")
@@ -218,6 +231,7 @@ class Shipper:
         self.pending.append(pending)
         for tenant, (keep, block_dirs) in built.items():
             self.head.tenant(tenant).restore(*keep)
+            self.head.tenant(tenant).restore_histograms(*kept_histograms[tenant])
             # The upload loop may have taken a block out of the queue already, while the
             # build went on with other tenants: a block waited for that never comes back
             # would hold back every WAL truncation from here on.
@@ -228,8 +242,11 @@ class Shipper:
             # (a failed WAL write moved the WAL to a new segment meanwhile), and a tenant
             # left out of the head would be missing from reads and from later cuts.
             for tenant, (keep, _) in built.items():
+                tenant_head = self.head.tenant(tenant)
                 if len(keep[0]):
-                    durable.append(self.ingester.log_samples(self.head.tenant(tenant), *keep))
+                    durable.append(self.ingester.log_samples(tenant_head, *keep))
+                if len(kept_histograms[tenant][0]):
+                    durable.append(log_histograms(tenant_head, self.wal, *kept_histograms[tenant]))
             for future in durable:
                 await asyncio.wrap_future(future)
         except StrataError as exc:
@@ -242,17 +259,38 @@ class Shipper:
         failpoint("gateway.cut.after_checkpoint")
         self._truncate_wal()
 
+    def _build_all(
+        self,
+        snapshots: dict[str, HeadSnapshot],
+        labels: dict[str, list[bytes]],
+        boundaries: dict[str, int],
+    ) -> tuple[dict[str, Built], dict[str, HistogramColumns]]:
+        """The blocks of a cut (`_build`), and per tenant the histograms that stay."""
+        kept = {
+            tenant: split_histograms_at(
+                snapshot.histograms.columns(), boundaries.get(tenant, KEEP_ALL)
+            )[1]
+            for tenant, snapshot in snapshots.items()
+        }
+        return self._build(snapshots, labels, boundaries), kept
+
     def _build(
         self,
         snapshots: dict[str, HeadSnapshot],
         labels: dict[str, list[bytes]],
         boundaries: dict[str, int],
-    ) -> dict[str, tuple[tuple[np.ndarray, np.ndarray, np.ndarray], list[Path]]]:
+    ) -> dict[str, Built]:
         built = {}
         for tenant, snapshot in snapshots.items():
-            split = split_at(*snapshot.sorted_samples(), boundaries.get(tenant, KEEP_ALL))
+            boundary = boundaries.get(tenant, KEEP_ALL)
+            split = split_at(*snapshot.sorted_samples(), boundary)
+            old_histograms, _ = split_histograms_at(snapshot.histograms.columns(), boundary)
             metas = build_blocks(
-                self.config.upload_dir / tenant, tenant, labels[tenant], *split.old
+                self.config.upload_dir / tenant,
+                tenant,
+                labels[tenant],
+                *split.old,
+                histograms=old_histograms,
             )
             for meta in metas:
                 log.info(

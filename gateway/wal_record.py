@@ -1,4 +1,5 @@
-"""WAL record payloads: series definitions and sample columns; layout in docs/wal.md.
+"""WAL record payloads: series definitions, sample columns and native histogram samples;
+layout in docs/wal.md.
 
 Only the contents of records live here; framing and checksums are gateway/wal.py's.
 """
@@ -14,6 +15,8 @@ from blocks.errors import StrataError
 
 SERIES = 1
 SAMPLES = 2
+# Added with native histograms: WALs written before have no such record and replay as ever.
+HISTOGRAMS = 3
 # type, tenant length
 PREFIX = struct.Struct("<BB")
 COUNT = struct.Struct("<I")
@@ -41,6 +44,16 @@ class SamplesRecord:
     refs: np.ndarray
     timestamps: np.ndarray
     values: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramsRecord:
+    """Histogram samples: refs, timestamps and canonical serialized Histogram messages."""
+
+    tenant: str
+    refs: np.ndarray
+    timestamps: np.ndarray
+    payloads: list[bytes]
 
 
 def _prefix(kind: int, tenant: str) -> bytes:
@@ -72,8 +85,49 @@ def encode_samples(
     )
 
 
+def encode_histograms(
+    tenant: str, refs: np.ndarray, timestamps: np.ndarray, payloads: list[bytes]
+) -> bytes:
+    """A HISTOGRAMS payload: refs (u32), timestamps (i64), message lengths (u32), then the
+    messages back to back."""
+    lengths = np.fromiter(map(len, payloads), dtype="<u4", count=len(payloads))
+    return b"".join(
+        (
+            _prefix(HISTOGRAMS, tenant),
+            COUNT.pack(len(refs)),
+            refs.astype("<u4", copy=False).tobytes(),
+            timestamps.astype("<i8", copy=False).tobytes(),
+            lengths.tobytes(),
+            *payloads,
+        )
+    )
+
+
+def _decode_histograms(tenant: str, payload: bytes, pos: int, count: int) -> HistogramsRecord:
+    if len(payload) - pos < count * 16:
+        raise BadRecord(f"histograms record of {count} samples is too short")
+    refs = np.frombuffer(payload, "<u4", count, pos).astype(np.uint32)
+    ts = np.frombuffer(payload, "<i8", count, pos + 4 * count).astype(np.int64)
+    lengths = np.frombuffer(payload, "<u4", count, pos + 12 * count).astype(np.int64)
+    pos += 16 * count
+    if len(payload) - pos != int(lengths.sum()):
+        raise BadRecord(f"histograms record of {count} samples has the wrong size")
+    ends = (pos + np.cumsum(lengths)).tolist()
+    starts = [pos, *ends[:-1]] if count else []
+    messages = [payload[a:b] for a, b in zip(starts, ends, strict=True)]
+    return HistogramsRecord(tenant, refs, ts, messages)
+
+
 def decode(payload: bytes) -> SeriesRecord | SamplesRecord:
-    """Parse a payload written by encode_series or encode_samples."""
+    """Parse a SERIES or SAMPLES payload (BadRecord for any other type)."""
+    record = decode_record(payload)
+    if isinstance(record, HistogramsRecord):
+        raise BadRecord("a histograms record where series or samples were expected")
+    return record
+
+
+def decode_record(payload: bytes) -> SeriesRecord | SamplesRecord | HistogramsRecord:
+    """Parse a payload written by encode_series, encode_samples or encode_histograms."""
     try:
         kind, tenant_len = PREFIX.unpack_from(payload)
         pos = PREFIX.size + tenant_len
@@ -104,4 +158,6 @@ def decode(payload: bytes) -> SeriesRecord | SamplesRecord:
         ts = np.frombuffer(payload, "<i8", count, pos + 4 * count).astype(np.int64)
         values = np.frombuffer(payload, "<f8", count, pos + 12 * count).astype(np.float64)
         return SamplesRecord(tenant, refs_col, ts, values)
+    if kind == HISTOGRAMS:
+        return _decode_histograms(tenant, payload, pos, count)
     raise BadRecord(f"unknown record type {kind}")

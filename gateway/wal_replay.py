@@ -28,7 +28,14 @@ from gateway.wal import (
     SEGMENT_VERSION,
     list_segments,
 )
-from gateway.wal_record import BadRecord, SamplesRecord, SeriesRecord, decode
+from gateway.wal_record import (
+    BadRecord,
+    HistogramsRecord,
+    SamplesRecord,
+    SeriesRecord,
+    decode_record,
+)
+from gateway.write_histograms import plan_histograms
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,7 @@ class ReplayReport:
     segments: int = 0
     records: int = 0
     samples: int = 0
+    histograms: int = 0
     damage: list[Damage] = field(default_factory=list)
 
 
@@ -149,7 +157,7 @@ def replay(
         refs = RefMap()
         for payload in read_segment(path, report, repair=repair):
             try:
-                record = decode(payload)
+                record = decode_record(payload)
             except BadRecord as exc:
                 # The checksum held, so this is a writer bug, not a torn write: skip it loudly.
                 log.error("wal record unreadable segment=%s error=%s", path.name, exc)
@@ -159,6 +167,8 @@ def replay(
                 tenant_head = head.tenant(record.tenant)
                 new = [tenant_head.series_ref(labels) for labels in record.labels]
                 refs.define(record.tenant, record.refs, new)
+            elif isinstance(record, HistogramsRecord):
+                report.histograms += apply_histograms(head, refs, record)
             else:
                 report.samples += apply_samples(head, refs, record)
     if metrics is not None:
@@ -182,3 +192,28 @@ def apply_samples(head: Head, refs: RefMap, record: SamplesRecord) -> int:
     )
     tenant_head.commit(plan)
     return int(known.sum())
+
+
+def apply_histograms(head: Head, refs: RefMap, record: HistogramsRecord) -> int:
+    """Store a histograms record's samples as a live append would; returns how many."""
+    mapped = refs.translate(record.tenant, record.refs)
+    known = mapped >= 0
+    if not known.all():
+        log.error(
+            "wal histograms without series tenant=%s histograms=%d",
+            record.tenant,
+            int((~known).sum()),
+        )
+    tenant_head = head.tenant(record.tenant)
+    kept = np.flatnonzero(known).tolist()
+    plan = plan_histograms(
+        tenant_head,
+        mapped[known].astype(np.uint32),
+        record.timestamps[known],
+        [record.payloads[i] for i in kept],
+    )
+    new = np.flatnonzero(plan.new).tolist()
+    tenant_head.commit_histograms(
+        plan.refs[plan.new], plan.timestamps[plan.new], [plan.payloads[i] for i in new]
+    )
+    return len(kept)

@@ -8,7 +8,8 @@ fails gets 503, and its retry (a resend of the same samples) is logged again.
 Exemplars and metadata take the same path: exemplars are kept with their series' labels
 (gateway/exemplar_store.py) and made durable in their own log before the answer;
 metadata updates the tenant's metric metadata (gateway/metadata_store.py). Native
-histograms are decoded but not stored by this version: refused, counted.
+histograms are checked, logged and stored beside the float samples of their series
+(gateway/write_histograms.py).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from gateway.validate import (
 )
 from gateway.wal import WAL, frame
 from gateway.wal_record import encode_samples, encode_series
+from gateway.write_histograms import TimeBounds, all_durable, store_histograms
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ class WriteOutcome:
     exemplars_kept: int = 0
     exemplars_rejected: Counter[str] = field(default_factory=Counter)
     new_exemplars: list[Exemplar] = field(default_factory=list)
-    # Histogram samples stored: none until native histograms have their storage.
+    # Histogram samples the request leaves stored: new ones and resent ones.
     histograms_stored: int = 0
     metadata: MetadataUpdate = field(default_factory=MetadataUpdate)
     start_timestamps: int = 0
@@ -204,19 +206,14 @@ class Ingester:
         self.head.check_budget()
         limits = self.limits.of(tenant)
         try:
-            self.rate.take(tenant, len(request.timestamps), limits)
+            self.rate.take(tenant, len(request.timestamps) + request.histograms, limits)
         except RateLimited:
             self.metrics.samples_rejected.labels(tenant, "rate_limited").inc(
-                len(request.timestamps)
+                len(request.timestamps) + request.histograms
             )
             raise
         tenant_head = self.head.tenant(tenant)
         outcome = WriteOutcome(tenant)
-        outcome.reject(
-            "native_histograms_unsupported",
-            request.histograms,
-            "native histograms are not stored by this version",
-        )
         outcome.start_timestamps = request.start_timestamps
         if request.metadata:
             self.metrics.metadata_received.labels(tenant).inc(request.metadata)
@@ -225,6 +222,17 @@ class Ingester:
         entry_refs = self._resolve_series(tenant_head, request, outcome, limits, now_ms, refused)
         if request.exemplars:
             self._keep_exemplars(tenant_head, request, outcome, entry_refs, refused, limits, now_ms)
+        histograms_durable = None
+        if request.histograms:
+            bounds = TimeBounds(
+                EARLIEST_TIMESTAMP,
+                min(now_ms + limits.max_future_ms, LATEST_TIMESTAMP),
+                now_ms - limits.max_sample_age_ms if limits.max_sample_age_ms else None,
+                f"older than max_sample_age_ms={limits.max_sample_age_ms}",
+            )
+            histograms_durable = store_histograms(
+                tenant_head, self.wal, request, entry_refs, outcome, bounds
+            )
         refs = entry_refs[request.sample_entry]
         keep = refs >= 0
         ts = request.timestamps
@@ -245,7 +253,7 @@ class Ingester:
             )
             keep &= ~old
         if not keep.any():
-            return outcome, None
+            return outcome, histograms_durable
         plan = tenant_head.plan(refs[keep].astype(np.uint32), ts[keep], request.values[keep])
         conflicts = int(plan.conflict.sum())
         if conflicts:
@@ -261,7 +269,7 @@ class Ingester:
         tenant_head.commit(plan)
         outcome.stored = int(plan.new.sum())
         outcome.resent = int(plan.resent.sum())
-        return outcome, durable
+        return outcome, all_durable(durable, histograms_durable)
 
     def _resolve_series(
         self,
@@ -278,7 +286,8 @@ class Ingester:
         rules = self._rules(limits)
         refs = np.empty(len(request.series_keys), dtype=np.int64)
         samples_per_entry = np.bincount(
-            request.sample_entry, minlength=len(request.series_keys)
+            np.concatenate((request.sample_entry, request.histogram_entry)),
+            minlength=len(request.series_keys),
         ).tolist()
         # A label set refused once is refused again without a second check: a request
         # can repeat one bad entry millions of times.
@@ -409,7 +418,7 @@ class Ingester:
         counted = self._active.get(tenant_head.tenant)
         now = time.monotonic()
         if counted is None or now - counted[0] >= 1.0:
-            newest = tenant_head.last_ts.view[: tenant_head.series_count]
+            newest = tenant_head.newest_ts()
             count = int(np.count_nonzero(newest >= now_ms - ACTIVE_WINDOW_MS))
             counted = self._active[tenant_head.tenant] = (now, count)
         return counted[1]

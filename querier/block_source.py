@@ -1,7 +1,8 @@
 """Selecting a query's series in one block, from its index alone, and reading them later.
 
 The index gives, without touching chunk data: the matching series (postings), which of
-their chunks overlap the query's range, and how many samples those chunks hold.
+their chunks overlap the query's range, and how many samples those chunks hold; the same
+for native histogram chunks, in blocks that have them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from blocks.objstore.base import ObjectStore
 from blocks.reader import BlockReader
 from querier.matchers import Matcher
 from querier.postings import select_series
-from querier.selection import EncodedChunks, Part, Piece, Selection
+from querier.selection import EncodedChunks, HistogramPart, Part, Piece, Selection
 from querier.stream_chunks import EncodedChunkCache, encode_stored_chunks
 
 # Blocks rank below the head; among themselves by id, which sorts by creation time.
@@ -50,7 +51,8 @@ def select_block(
     """
     ids = select_series(index, matchers, checkpoint=checkpoint)
     samples = samples_in_range(index, ids, mint, maxt)
-    keep = samples > 0  # every chunk holds at least one sample
+    histograms = index.histogram_refs().samples_in_range(ids, mint, maxt)
+    keep = (samples > 0) | (histograms > 0)  # every chunk holds at least one sample
     ids = ids[keep]
 
     def read(positions: Sequence[int]) -> list[Part]:
@@ -66,6 +68,14 @@ def select_block(
         found = _with_fallback(store, fallback, meta, index, cache, wanted, pieces)
         return [found[i] for i in wanted]
 
+    def read_histograms(positions: Sequence[int]) -> list[HistogramPart]:
+        wanted = [int(ids[p]) for p in positions]
+        found = read_block_histograms(
+            store, meta, index, wanted, mint, maxt, fallback=fallback, cache=cache
+        )
+        return [found[i] for i in wanted]
+
+    histogram_count = int(histograms[keep].sum())
     return Selection(
         labels=[tuple(index.labels(int(i))) for i in ids],
         samples=int(samples[keep].sum()),
@@ -73,6 +83,8 @@ def select_block(
         read=read,
         span=(meta.mint, meta.maxt),
         read_pieces=read_pieces,
+        histograms=histogram_count,
+        read_histograms=read_histograms if histogram_count else None,
     )
 
 
@@ -104,6 +116,25 @@ def read_block_series(
         return reader.read_series(ids, mint, maxt)
 
     return _with_fallback(store, fallback, meta, index, cache, ids, samples)
+
+
+def read_block_histograms(
+    store: ObjectStore,
+    meta: BlockMeta,
+    index: BlockIndex,
+    ids: Sequence[int],
+    mint: int,
+    maxt: int,
+    *,
+    fallback: ObjectStore | None = None,
+    cache: ChunkCache | None = None,
+) -> dict[int, HistogramPart]:
+    """Histograms in [mint, maxt] of the block's series `ids`, as read_block_series."""
+
+    def histograms(reader: BlockReader, ids: Sequence[int]) -> dict[int, HistogramPart]:
+        return reader.read_histograms(ids, mint, maxt)
+
+    return _with_fallback(store, fallback, meta, index, cache, ids, histograms)
 
 
 def block_pieces(

@@ -2,7 +2,9 @@
 one series' spans, raw and downsampled, into plain samples Prometheus can evaluate.
 
 Rules in docs/remote-read.md#downsampled-data; the aggregates' meaning in
-docs/block-format.md#downsampled-blocks.
+docs/block-format.md#downsampled-blocks. Native histograms a downsampled block keeps
+(docs/compactor.md#native-histograms) are on series without the aggregate label, and
+are read as they are, like raw ones.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from blocks.chunk_cache import ChunkCache
 from blocks.index import BlockIndex
 from blocks.meta import BlockMeta, Resolution
 from blocks.objstore.base import ObjectStore
-from querier.block_source import read_block_series, samples_in_range
+from querier.block_source import read_block_histograms, read_block_series, samples_in_range
 from querier.counter_join import (
     COUNTER_LEAD_IN_MS,
     CounterSpan,
@@ -35,7 +37,14 @@ from querier.matchers import Matcher, MatchType
 from querier.merge import merge_parts
 from querier.postings import select_series
 from querier.resolution import Reading, Span
-from querier.selection import AggregateParts, AggregateSelection, LabelSet, Part
+from querier.selection import (
+    AggregateParts,
+    AggregateSelection,
+    HistogramPart,
+    LabelSet,
+    Part,
+    empty_histograms,
+)
 
 
 def select_downsampled(
@@ -63,6 +72,19 @@ def select_downsampled(
             own, _ = split_aggregate(index.labels(series_id))
             series.setdefault(tuple(own), {})[aggregate] = series_id
             samples += count
+    histogram_ids: dict[LabelSet, int] = {}
+    histograms = 0
+    refs = index.histograms
+    if refs is not None:
+        plain = Matcher(MatchType.EQ, AGGREGATE_LABEL, "")
+        ids = select_series(index, [*matchers, plain], checkpoint=checkpoint)
+        counts = refs.samples_in_range(ids, mint, maxt)
+        held = counts > 0
+        for series_id in ids[held].tolist():
+            plain_labels: LabelSet = tuple(index.labels(series_id))
+            histogram_ids[plain_labels] = series_id
+            series.setdefault(plain_labels, {})
+        histograms = int(counts[held].sum())
     labels = sorted(series)
 
     def read(positions: Sequence[int]) -> list[AggregateParts]:
@@ -71,7 +93,20 @@ def select_downsampled(
         found = read_block_series(store, meta, index, ids, mint, maxt, cache=cache)
         return [{a: found[i] for a, i in by_aggregate.items()} for by_aggregate in wanted]
 
-    return AggregateSelection(labels, samples, meta.resolution, read)
+    def read_histograms(positions: Sequence[int]) -> list[HistogramPart]:
+        wanted = [histogram_ids.get(labels[p]) for p in positions]
+        ids = sorted({i for i in wanted if i is not None})
+        found = read_block_histograms(store, meta, index, ids, mint, maxt, cache=cache)
+        return [empty_histograms() if i is None else found[i] for i in wanted]
+
+    return AggregateSelection(
+        labels,
+        samples,
+        meta.resolution,
+        read,
+        histograms=histograms,
+        read_histograms=read_histograms if histograms else None,
+    )
 
 
 def assemble(

@@ -8,6 +8,8 @@ Prometheus expects; a batch of series at a time, so a streamed answer holds one 
 When downsampled blocks overlap the query, its range is first split into spans each
 answered by one resolution (querier/resolution.py), and each series is put together
 from its spans (querier/downsampled.py). Otherwise raw places are merged as they are.
+Native histograms of a series are merged from every place that has them, by the same
+rules, beside its float samples (`series_batches`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from querier.head_source import HeadPostings, HeadView, select_head
 from querier.index_cache import BlockIndexCache, BucketIndexCache
 from querier.limits import Deadline, QueryLimits, check_counts
 from querier.matchers import Matcher
-from querier.merge import merge_parts
+from querier.merge import merge_histogram_parts, merge_parts
 from querier.resolution import (
     Place,
     QueryHints,
@@ -49,10 +51,12 @@ from querier.resolution import (
 from querier.selection import (
     AggregateParts,
     AggregateSelection,
+    HistogramPart,
     LabelSet,
     Part,
     Piece,
     Selection,
+    empty_histograms,
 )
 from querier.stream_chunks import EncodedChunkCache
 
@@ -345,7 +349,8 @@ class Engine:
             for position, labels in enumerate(selection.labels):
                 where.setdefault(labels, []).append((number, position))
         series = sorted(where)
-        samples = sum(s.samples for s in selections)
+        # A histogram counts as a sample against the limits.
+        samples = sum(s.samples + s.histograms for s in selections)
         check_counts(query.limits, query.index, len(series), samples)
         return QueryPlan(
             query.index,
@@ -359,31 +364,75 @@ class Engine:
         )
 
     def batches(self, plan: QueryPlan, deadline: Deadline) -> Iterator[list[tuple[LabelSet, Part]]]:
-        """The plan's series with their merged samples, a batch at a time, in label order."""
+        """The plan's series with their merged float samples, a batch at a time, in label
+        order (series without float samples left out)."""
+        for batch in self.series_batches(plan, deadline):
+            yield [(labels, part) for labels, part, _ in batch if len(part[0])]
+
+    def series_batches(
+        self, plan: QueryPlan, deadline: Deadline
+    ) -> Iterator[list[tuple[LabelSet, Part, HistogramPart]]]:
+        """The plan's series with their merged samples and histograms, a batch at a time,
+        in label order (series with neither left out)."""
         for start in range(0, len(plan.series), SERIES_PER_BATCH):
             deadline.check()
             numbers = range(start, min(start + SERIES_PER_BATCH, len(plan.series)))
             merged = self._merged(plan, numbers)
-            yield [(plan.series[i], merged[i]) for i in numbers if len(merged[i][0])]
+            histograms = self._merged_histograms(plan, numbers)
+            yield [
+                (plan.series[i], merged[i], histograms[i])
+                for i in numbers
+                if len(merged[i][0]) or len(histograms[i][0])
+            ]
 
     def piece_batches(
         self, plan: QueryPlan, deadline: Deadline
-    ) -> Iterator[list[tuple[LabelSet, list[Piece]]]]:
-        """`batches` for a streamed answer: a series whose places are blocks holding
-        disjoint time ranges is their pieces in time order, encoded chunks reused
-        (querier/stream_chunks.py); any other is its merged samples as one piece."""
+    ) -> Iterator[list[tuple[LabelSet, list[Piece], HistogramPart]]]:
+        """`series_batches` for a streamed answer: a series without histograms whose places
+        are blocks holding disjoint time ranges is their pieces in time order, encoded
+        chunks reused (querier/stream_chunks.py); any other is its merged samples as one
+        piece (so that floats and histograms can be cut into chunks by time)."""
         for start in range(0, len(plan.series), SERIES_PER_BATCH):
             deadline.check()
             numbers = range(start, min(start + SERIES_PER_BATCH, len(plan.series)))
-            joinable = [i for i in numbers if _joinable(plan, plan.places[i])]
+            histograms = self._merged_histograms(plan, numbers)
+            joinable = [
+                i for i in numbers if not len(histograms[i][0]) and _joinable(plan, plan.places[i])
+            ]
             pieces = self._joined_pieces(plan, joinable)
             merged = self._merged(plan, [i for i in numbers if i not in pieces])
-            batch: list[tuple[LabelSet, list[Piece]]] = []
+            batch: list[tuple[LabelSet, list[Piece], HistogramPart]] = []
             for i in numbers:
                 own: list[Piece] = pieces.get(i) or ([merged[i]] if len(merged[i][0]) else [])
-                if own:
-                    batch.append((plan.series[i], own))
+                if own or len(histograms[i][0]):
+                    batch.append((plan.series[i], own, histograms[i]))
             yield batch
+
+    def _merged_histograms(
+        self, plan: QueryPlan, numbers: Sequence[int]
+    ) -> dict[int, HistogramPart]:
+        """The merged histograms of each series numbered (possibly none), places in
+        selection order (raw ones oldest first, so later ones win a timestamp)."""
+        if not any(s.read_histograms is not None for s in plan.selections):
+            none = empty_histograms()  # the common case: a query without histograms
+            return dict.fromkeys(numbers, none)
+        wanted: dict[int, list[int]] = {}
+        for i in numbers:
+            for number, position in plan.places[i]:
+                if plan.selections[number].read_histograms is not None:
+                    wanted.setdefault(number, []).append(position)
+        found: dict[tuple[int, int], HistogramPart] = {}
+        for number, positions in wanted.items():
+            read = plan.selections[number].read_histograms
+            assert read is not None
+            for position, part in zip(positions, read(positions), strict=True):
+                found[(number, position)] = part
+        return {
+            i: merge_histogram_parts(
+                [found[p] for p in plan.places[i] if p in found], plan.mint, plan.maxt
+            )
+            for i in numbers
+        }
 
     def _joined_pieces(self, plan: QueryPlan, numbers: Sequence[int]) -> dict[int, list[Piece]]:
         """The pieces of each series numbered, its places' pieces one after another."""
@@ -465,8 +514,11 @@ def _series_samples(
 
 def _head_windows(head: Selection) -> tuple[Range, ...]:
     """The 2 h windows the head's selected samples fall in."""
-    parts = head.read(range(len(head.labels)))
-    windows = np.unique(np.concatenate([ts // BLOCK_DURATION_MS for ts, _ in parts]))
+    positions = range(len(head.labels))
+    times = [ts for ts, _ in head.read(positions)]
+    if head.read_histograms is not None:
+        times += [ts for ts, _ in head.read_histograms(positions)]
+    windows = np.unique(np.concatenate([ts // BLOCK_DURATION_MS for ts in times]))
     return tuple(
         union((int(w) * BLOCK_DURATION_MS, (int(w) + 1) * BLOCK_DURATION_MS) for w in windows)
     )

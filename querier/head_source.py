@@ -5,6 +5,9 @@
 matching and decoding run in a worker thread on that consistent view. Samples a cut has
 taken out of the head but not yet queued as blocks are part of the view too.
 
+Native histograms are captured as each series' length of its append-only lists
+(gateway/head_histograms.py), so capturing them copies nothing per sample.
+
 Matching uses postings kept beside the head (label name -> value -> series refs),
 extended as series are added, so a query does not decode every series' labels.
 """
@@ -21,10 +24,12 @@ import numpy as np
 from blocks.columns import run_bounds
 from blocks.sample_codec import decode_samples
 from gateway.head import FrozenBatch, HeadSnapshot, TenantHead
+from gateway.head_histograms import HistogramView
 from gateway.validate import decode_labels
 from querier.matchers import Matcher
+from querier.merge import merge_histogram_parts
 from querier.postings import select_series
-from querier.selection import Part, Selection
+from querier.selection import HistogramPart, Part, Selection, empty_histograms
 
 # The head ranks above every block: it holds the latest word on a sample.
 HEAD_RANK = 1
@@ -38,6 +43,9 @@ class HeadView:
     series: int
     frozen: list[FrozenBatch]
     recent: tuple[np.ndarray, np.ndarray, np.ndarray]
+    # The head's histograms, then a cut's detached ones: later ones win a timestamp, as
+    # the detached ones will when the cut puts them back (TenantHead.restore_histograms).
+    histograms: tuple[HistogramView, ...] = ()
 
 
 def capture(head: TenantHead, in_flight: HeadSnapshot | None) -> HeadView:
@@ -49,7 +57,10 @@ def capture(head: TenantHead, in_flight: HeadSnapshot | None) -> HeadView:
         recent = in_flight.recent
         parts.append((recent.refs.view, recent.timestamps.view, recent.values.view))
     refs, ts, values = (np.concatenate([p[i] for p in parts]) for i in range(3))
-    return HeadView(head.labels, head.series_count, frozen, (refs, ts, values))
+    histograms = [head.histograms.view()]
+    if in_flight is not None:
+        histograms.append(in_flight.histograms.view())
+    return HeadView(head.labels, head.series_count, frozen, (refs, ts, values), tuple(histograms))
 
 
 class HeadPostings:
@@ -112,14 +123,41 @@ def select_head(
     order = np.lexsort((ts, refs))
     refs, ts, values = refs[order], ts[order], values[order]
     runs = run_bounds(refs)
-    series_parts = [(ts[start:end], values[start:end]) for start, end in runs]
+    float_parts = {int(refs[start]): (ts[start:end], values[start:end]) for start, end in runs}
+    histogram_parts = _head_histograms(view, wanted, mint, maxt)
+    series = sorted(float_parts.keys() | histogram_parts.keys())
+    empty = (np.zeros(0, dtype=np.int64), np.zeros(0))
+    series_parts = [float_parts.get(ref, empty) for ref in series]
+    series_histograms = [histogram_parts.get(ref) or empty_histograms() for ref in series]
 
     def read(positions: Sequence[int]) -> list[Part]:
         return [series_parts[p] for p in positions]
 
+    def read_histograms(positions: Sequence[int]) -> list[HistogramPart]:
+        return [series_histograms[p] for p in positions]
+
+    histogram_count = sum(len(h[0]) for h in histogram_parts.values())
     return Selection(
-        labels=[tuple(decode_labels(view.labels[int(refs[start])])) for start, _ in runs],
+        labels=[tuple(decode_labels(view.labels[ref])) for ref in series],
         samples=len(ts),
         rank=(HEAD_RANK, ""),
         read=read,
+        histograms=histogram_count,
+        read_histograms=read_histograms if histogram_count else None,
     )
+
+
+def _head_histograms(
+    view: HeadView, wanted: np.ndarray, mint: int, maxt: int
+) -> dict[int, HistogramPart]:
+    """The histograms in [mint, maxt] of the wanted series that have any, by ref."""
+    wanted_refs = set(wanted.tolist())
+    refs: set[int] = set()
+    for histograms in view.histograms:
+        refs |= wanted_refs & histograms.series.keys()
+    out = {}
+    for ref in sorted(refs):
+        part = merge_histogram_parts([h.part(ref, mint, maxt) for h in view.histograms], mint, maxt)
+        if len(part[0]):
+            out[ref] = part
+    return out

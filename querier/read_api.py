@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
+import numpy as np
 import snappy
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
@@ -47,7 +48,7 @@ from querier.samples_response import (
     encode_read_response,
     encode_time_series,
 )
-from querier.stream_chunks import encode_pieces, piece_samples, series_frames
+from querier.stream_chunks import encode_pieces, piece_samples, series_fields, series_frames
 
 log = logging.getLogger(__name__)
 
@@ -250,9 +251,9 @@ class ReadHandler:
         size = 0
         for plan in plans:
             encoded = []
-            for batch in self.engine.batches(plan, deadline):
-                for labels, (ts, values) in batch:
-                    series = encode_time_series(labels, ts, values)
+            for batch in self.engine.series_batches(plan, deadline):
+                for labels, (ts, values), (_, histograms) in batch:
+                    series = encode_time_series(labels, ts, values, histograms)
                     size += len(series)
                     if size > self.limits.max_response_bytes:
                         raise QueryLimitExceeded(
@@ -261,7 +262,7 @@ class ReadHandler:
                             "STREAMED_XOR_CHUNKS or a narrower query",
                             limit="query_max_response_bytes",
                         )
-                    self.metrics.samples.inc(len(ts))
+                    self.metrics.samples.inc(len(ts) + len(histograms))
                     encoded.append(series)
             results.append(encode_query_result(encoded))
         return bytes(snappy.compress(encode_read_response(results)))
@@ -284,13 +285,19 @@ class ReadHandler:
     def _frames(self, plan: QueryPlan, deadline: Deadline) -> Iterator[bytes]:
         """Frames of one query, a batch of series at a time (bytes of several frames)."""
         for batch in self.engine.piece_batches(plan, deadline):
-            fields = encode_pieces([pieces for _, pieces in batch])
+            # Series with histograms are cut by kind and time (series_fields); the others'
+            # pieces are encoded together.
+            fields = encode_pieces([[] if len(h[0]) else pieces for _, pieces, h in batch])
             out = []
-            for (labels, pieces), series_fields in zip(batch, fields, strict=True):
-                self.metrics.samples.inc(sum(piece_samples(p) for p in pieces))
-                out.extend(
-                    series_frames(plan.index, labels, series_fields, self.limits.max_frame_bytes)
-                )
+            for (labels, pieces, histograms), own in zip(batch, fields, strict=True):
+                samples = sum(piece_samples(p) for p in pieces)
+                if len(histograms[0]):
+                    floats = pieces[0] if pieces else (np.zeros(0, np.int64), np.zeros(0))
+                    assert isinstance(floats, tuple)  # merged samples, not stored chunks
+                    own = series_fields(floats, histograms)
+                    samples += len(histograms[0])
+                self.metrics.samples.inc(samples)
+                out.extend(series_frames(plan.index, labels, own, self.limits.max_frame_bytes))
             yield b"".join(out)
 
 

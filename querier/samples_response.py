@@ -4,7 +4,9 @@ Building a protobuf `Sample` object per sample costs about a microsecond each; a
 one series at 15 s is two million of them. So the samples are laid out as wire bytes by
 array operations (every `Sample` is 0x12, its length, 0x09, the 8 value bytes, 0x10,
 the timestamp as a varint), and only labels and the nesting go through the protobuf
-library. Layout of the messages: proto/remote.proto, proto/types.proto.
+library. Native histograms are stored as serialized messages whose fields 1-15 are
+`prometheus.Histogram`'s (types.proto), so they are copied into `histograms` as they are.
+Layout of the messages: proto/remote.proto, proto/types.proto.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ Labels = Sequence[tuple[str, str]]
 # Field tags: (field number << 3) | wire type.
 _TAG_RESULTS = 0x0A  # ReadResponse.results, QueryResult.timeseries: field 1, bytes
 _TAG_SAMPLE = 0x12  # TimeSeries.samples: field 2, bytes
+_TAG_HISTOGRAM = b"\x22"  # TimeSeries.histograms: field 4, bytes
 _TAG_VALUE = 0x09  # Sample.value: field 1, 64-bit
 _TAG_TIMESTAMP = 0x10  # Sample.timestamp: field 2, varint
 # Sample bytes before the timestamp's varint: tag, length, value tag, 8 value bytes, tag.
@@ -67,12 +70,23 @@ def _records(ts: np.ndarray, value_bytes: np.ndarray, length: int) -> bytes:
     return rows.tobytes()
 
 
-def encode_time_series(labels: Labels, timestamps: np.ndarray, values: np.ndarray) -> bytes:
-    """One TimeSeries message: labels through protobuf, samples through encode_samples."""
+def encode_time_series(
+    labels: Labels,
+    timestamps: np.ndarray,
+    values: np.ndarray,
+    histograms: Sequence[bytes] = (),
+) -> bytes:
+    """One TimeSeries message: labels through protobuf, samples through encode_samples,
+    then the serialized histograms (time-sorted) as they are."""
     label_part = types_pb2.TimeSeries(
         labels=[types_pb2.Label(name=n, value=v) for n, v in labels]
     ).SerializeToString()
-    return label_part + encode_samples(timestamps, values)
+    return label_part + encode_samples(timestamps, values) + encode_histograms(histograms)
+
+
+def encode_histograms(histograms: Sequence[bytes]) -> bytes:
+    """The repeated `histograms` field of one TimeSeries."""
+    return b"".join(_TAG_HISTOGRAM + uvarint(len(h)) + h for h in histograms)
 
 
 def encode_query_result(series: Iterable[bytes]) -> bytes:

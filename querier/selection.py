@@ -16,6 +16,8 @@ from blocks.meta import Resolution
 
 LabelSet = tuple[tuple[str, str], ...]
 Part = tuple[np.ndarray, np.ndarray]
+# One series' native histograms: time-sorted timestamps and canonical serialized messages.
+HistogramPart = tuple[np.ndarray, list[bytes]]
 # One series' aggregate series in a downsampled block, by aggregate (those read only).
 AggregateParts = dict[Aggregate, Part]
 
@@ -53,6 +55,9 @@ class Selection:
     read: Callable[[Sequence[int]], list[Part]]
     span: tuple[int, int] | None = None
     read_pieces: Callable[[Sequence[int]], list[list[Piece]]] | None = None
+    # Native histograms: an upper bound of how many, and their reader (positions as `read`).
+    histograms: int = 0
+    read_histograms: Callable[[Sequence[int]], list[HistogramPart]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,14 @@ class AggregateSelection:
     samples: int
     resolution: Resolution
     read: Callable[[Sequence[int]], list[AggregateParts]]
+    # The histograms the block keeps (docs/compactor.md#native-histograms), as `Selection`.
+    histograms: int = 0
+    read_histograms: Callable[[Sequence[int]], list[HistogramPart]] | None = None
+
+
+def empty_histograms() -> HistogramPart:
+    """No histogram."""
+    return np.zeros(0, dtype=np.int64), []
 
 
 def empty_selection(rank: tuple[int, str]) -> Selection:

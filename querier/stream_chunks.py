@@ -7,6 +7,10 @@ query's range is encoded once, whole, into 120-sample XOR chunks kept as the byt
 their `ChunkedSeries.chunks` fields; a later read copies those bytes into its frames.
 Only the chunks a range cuts through, at its two ends, are encoded per read.
 
+A series with native histograms gets HISTOGRAM / FLOAT_HISTOGRAM chunks
+(querier/histogram_chunk.py) beside its XOR chunks, all in time order without overlap, as
+Prometheus's head cuts a new chunk where a series changes kind (`series_fields`).
+
 Frames are put together from bytes too: a `ChunkedSeries` is its labels' fields followed
 by its chunk fields, and a `ChunkedReadResponse` one such series and the query index,
 exactly as protobuf would serialize them (tests/querier/test_stream_chunks.py).
@@ -14,11 +18,15 @@ exactly as protobuf would serialize them (tests/querier/test_stream_chunks.py).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+
+import numpy as np
 
 from blocks.chunk_cache import ENTRY_OVERHEAD_BYTES, ChunkKey, LruCache
 from proto import types_pb2
-from querier.selection import EncodedChunks, LabelSet, Part, Piece
+from querier.histogram_chunk import encode_histogram_chunks
+from querier.selection import EncodedChunks, HistogramPart, LabelSet, Part, Piece
 from querier.stream_frames import encode_frame
 from querier.varint import uvarint
 from querier.xor_chunk import encode_xor_series
@@ -31,15 +39,17 @@ _RESPONSE_SERIES, _RESPONSE_QUERY_INDEX = b"\x0a", b"\x10"  # ChunkedReadRespons
 _XOR_TYPE = _CHUNK_TYPE + uvarint(types_pb2.Chunk.XOR)
 
 
-def chunk_field(mint: int, maxt: int, data: bytes) -> bytes:
-    """One XOR chunk as a serialized `ChunkedSeries.chunks` entry (tag, length, Chunk)."""
+def chunk_field(mint: int, maxt: int, data: bytes, encoding: int | None = None) -> bytes:
+    """One chunk (XOR unless `encoding` says otherwise) as a serialized
+    `ChunkedSeries.chunks` entry (tag, length, Chunk)."""
+    chunk_type = _XOR_TYPE if encoding is None else _CHUNK_TYPE + uvarint(encoding)
     body = b"".join(
         (
             _CHUNK_MIN_TIME,
             uvarint(mint & _MASK64),  # int64 as protobuf writes it: two's complement
             _CHUNK_MAX_TIME,
             uvarint(maxt & _MASK64),
-            _XOR_TYPE,
+            chunk_type,
             _CHUNK_DATA,
             uvarint(len(data)),
             data,
@@ -72,6 +82,40 @@ def encode_pieces(series_pieces: Sequence[Sequence[Piece]]) -> list[list[bytes]]
                 fields.extend(chunk_field(*chunk) for chunk in next(encoded))
         out.append(fields)
     return out
+
+
+def series_fields(floats: Part, histograms: HistogramPart) -> list[bytes]:
+    """A series' chunk fields when it has histograms: its samples cut into runs of one
+    kind in time order, floats as XOR chunks and histograms as histogram chunks, so no
+    two chunks overlap. At a timestamp holding both, the histogram is sent (a chunk
+    cannot hold both, and Prometheus keeps one sample per timestamp)."""
+    h_ts, messages = histograms
+    f_ts, values = floats
+    keep = ~np.isin(f_ts, h_ts)
+    f_ts, values = f_ts[keep], values[keep]
+    ts = np.concatenate((f_ts, h_ts))
+    is_histogram = np.concatenate((np.zeros(len(f_ts), bool), np.ones(len(h_ts), bool)))
+    order = np.argsort(ts, kind="stable")
+    kinds = is_histogram[order]
+    cuts = [0, *(np.flatnonzero(kinds[1:] != kinds[:-1]) + 1).tolist(), len(order)]
+    fields: list[bytes] = []
+    f_at = h_at = 0
+    for lo, hi in itertools.pairwise(cuts):
+        n = hi - lo
+        if not n:
+            continue
+        if kinds[lo]:
+            run = list(zip(h_ts[h_at : h_at + n].tolist(), messages[h_at : h_at + n], strict=True))
+            fields += [
+                chunk_field(c.mint, c.maxt, c.data, c.encoding)
+                for c in encode_histogram_chunks(run)
+            ]
+            h_at += n
+        else:
+            part = (f_ts[f_at : f_at + n], values[f_at : f_at + n])
+            fields += [chunk_field(*chunk) for chunk in encode_xor_series([part])[0]]
+            f_at += n
+    return fields
 
 
 def piece_samples(piece: Piece) -> int:
