@@ -404,6 +404,18 @@ def protobuf_cases() -> list[Case]:
     histogram = types_pb2.TimeSeries(labels=[types_pb2.Label(name="__name__", value="histo")])
     histogram.histograms.append(types_pb2.Histogram(count_int=3, timestamp=NOW_MS))
     histogram.samples.append(types_pb2.Sample(value=1.0, timestamp=NOW_MS))
+    # Two buckets' spans, one bucket's delta.
+    bad_name = types_pb2.Label(name="__name__", value="bad_histo")
+    bad_histogram = types_pb2.TimeSeries(labels=[bad_name])
+    bad_histogram.histograms.append(
+        types_pb2.Histogram(
+            count_int=3,
+            timestamp=NOW_MS,
+            positive_spans=[types_pb2.BucketSpan(offset=0, length=2)],
+            positive_deltas=[3],
+        )
+    )
+    bad_histogram.samples.append(types_pb2.Sample(value=1.0, timestamp=NOW_MS))
     exemplar = types_pb2.TimeSeries(labels=[types_pb2.Label(name="__name__", value="exemplar")])
     exemplar.exemplars.append(types_pb2.Exemplar(value=1.0, timestamp=NOW_MS))
     exemplar.samples.append(types_pb2.Sample(value=1.0, timestamp=NOW_MS))
@@ -518,14 +530,23 @@ def protobuf_cases() -> list[Case]:
         ),
         Case("an empty WriteRequest", WRITE_PATH, compressed(b""), 204, "", HEADERS),
         Case(
-            "a native histogram (the sample beside it kept)",
+            "a native histogram beside a sample (both kept)",
             WRITE_PATH,
             compressed(write_request(histogram).SerializeToString()),
-            400,
-            "rejected 1 samples (1 native_histograms_unsupported), kept 1",
+            204,
+            "",
             HEADERS,
-            rejected={"native_histograms_unsupported": 1},
             stores={DEFAULT_TENANT: {labels_of(name="histo"): ((NOW_MS, ONE),)}},
+        ),
+        Case(
+            "a native histogram whose spans and buckets disagree (the sample beside it kept)",
+            WRITE_PATH,
+            compressed(write_request(bad_histogram).SerializeToString()),
+            400,
+            "1 invalid_histogram",
+            HEADERS,
+            rejected={"invalid_histogram": 1},
+            stores={DEFAULT_TENANT: {labels_of(name="bad_histo"): ((NOW_MS, ONE),)}},
         ),
         Case(
             "an exemplar with its sample",

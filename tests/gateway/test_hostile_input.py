@@ -82,7 +82,7 @@ INGEST_REASONS = frozenset(
         "too_far_in_future",
         "timestamp_out_of_range",
         "duplicate_timestamp",
-        "native_histograms_unsupported",
+        "invalid_histogram",
     }
 )
 

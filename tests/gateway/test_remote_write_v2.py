@@ -241,9 +241,7 @@ def test_a_histogram_has_one_canonical_form_from_1_0_and_2_0(kind: str) -> None:
         assert decoded.histograms == 1
 
 
-def test_histograms_are_refused_for_now_and_counted_as_none_written(
-    gateway: InProcessApp,
-) -> None:
+def test_histograms_are_stored_and_counted_as_written(gateway: InProcessApp) -> None:
     symbols = Symbols()
     hist = full_histograms()[0][1]
     request = symbols.request(
@@ -251,9 +249,8 @@ def test_histograms_are_refused_for_now_and_counted_as_none_written(
         v2_series(symbols, UP, [(NOW_MS, 1)]),
     )
     answer = gateway.post("/api/v1/write", v2_body(request), V2_HEADERS)
-    assert answer.status == 400
-    assert "1 native_histograms_unsupported" in answer.text
-    assert written(answer) == (1, 0, 0)
+    assert answer.status == 204, answer.text
+    assert written(answer) == (1, 1, 0)
 
 
 def created_timestamp_body(series: write_v2_pb2.TimeSeries, symbols: Symbols, ms: int) -> bytes:

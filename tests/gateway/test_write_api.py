@@ -189,7 +189,7 @@ def test_partly_bad_request_is_400_naming_the_problem_and_keeps_the_valid_series
     assert registry.get_sample_value("strata_write_requests_total", {"code": "400"}) == 1
 
 
-def test_histograms_are_refused_and_the_samples_and_exemplars_kept(app: FastAPI) -> None:
+def test_histograms_samples_and_exemplars_of_one_series_are_all_kept(app: FastAPI) -> None:
     series = time_series(UP, [(NOW_MS, 1)])
     series.histograms.append(types_pb2.Histogram(count_int=3, timestamp=NOW_MS))
     series.exemplars.append(types_pb2.Exemplar(value=1.0, timestamp=NOW_MS))
@@ -198,9 +198,13 @@ def test_histograms_are_refused_and_the_samples_and_exemplars_kept(app: FastAPI)
         return await post(client, body_of(series))
 
     answer = run(app, scenario)
-    assert answer.status_code == 400
-    assert "rejected 1 samples (1 native_histograms_unsupported), kept 1" in answer.text
+    assert answer.status_code == 204, answer.text
     assert head_series(app) == {tuple(UP): [(NOW_MS, 1)]}
+    tenant_head = gateway_of(app).head.tenant("default")
+    ref = next(iter(tenant_head.ref_by_key.values()))
+    stored = tenant_head.histograms.get(ref, NOW_MS)
+    assert stored is not None
+    assert types_pb2.Histogram.FromString(stored).count_int == 3
     kept = gateway_of(app).ingester.exemplars.tenants["default"].ring
     assert [(e.series, e.timestamp) for e in kept] == [(tuple(UP), NOW_MS)]
 
