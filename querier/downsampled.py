@@ -128,8 +128,13 @@ def assemble(
     see the raw counter's increase.
     """
     if reading is Reading.COUNTER:
-        pieces = [_counter_span(span, raw, downsampled, wanted) for span in spans]
-        return join_counter_spans([p for p in pieces if p is not None])
+        # Joined at each span's own resolution, then thinned to `wanted`: a join finds
+        # the sample both sides hold (a downsampled block's first sample, a window end)
+        # among all of a finer span's samples; windows made first would have dropped it,
+        # and a restart between the two edges would go unseen.
+        pieces = [_counter_span(span, raw, downsampled) for span in spans]
+        joined = join_counter_spans([p for p in pieces if p is not None])
+        return _thinned(joined, spans, wanted)
     parts = [_plain_part(span, raw, downsampled, reading, wanted) for span in spans]
     return (
         np.concatenate([np.zeros(0, dtype=np.int64), *(ts for ts, _ in parts)]),
@@ -196,19 +201,37 @@ def average(sums: Part | None, counts: Part | None) -> Part:
 
 
 def _counter_span(
-    span: Span,
-    raw: Mapping[int, Part],
-    downsampled: Mapping[int, AggregateParts],
-    wanted: Resolution,
+    span: Span, raw: Mapping[int, Part], downsampled: Mapping[int, AggregateParts]
 ) -> CounterSpan | None:
+    """The span's counter at its own resolution, from a lead-in before it on."""
     lead_in = span.start - COUNTER_LEAD_IN_MS
-    if span.resolution == wanted == Resolution.RAW:
+    if span.resolution == Resolution.RAW:
         return raw_counter_span(_raw_samples(span, raw, lead_in), span.start)
-    windows = span_aggregates(span, raw, downsampled, wanted, Reading.COUNTER.aggregates, lead_in)
-    counter = windows.get(Aggregate.COUNTER)
+    own = span_aggregates(
+        span, raw, downsampled, span.resolution, Reading.COUNTER.aggregates, lead_in
+    )
+    counter = own.get(Aggregate.COUNTER)
     if counter is None:
         return None
-    return block_counter_span(counter, windows.get(Aggregate.LAST, _empty()), span.start)
+    return block_counter_span(counter, own.get(Aggregate.LAST, _empty()), span.start)
+
+
+def _thinned(counter: Part, spans: Sequence[Span], wanted: Resolution) -> Part:
+    """A joined counter with, inside each span finer than `wanted`, only the last sample
+    of each `wanted` window: what that span's windows' `counter` aggregate holds, since
+    the values already have every restart undone."""
+    ts, values = counter
+    if wanted == Resolution.RAW or not len(ts):
+        return counter
+    keep = np.ones(len(ts), dtype=bool)
+    for span in spans:
+        if span.resolution >= wanted:
+            continue
+        lo = int(np.searchsorted(ts, span.start, side="left"))
+        hi = int(np.searchsorted(ts, span.end, side="right"))
+        window = ts[lo:hi] // int(wanted)
+        keep[lo:hi] = np.append(window[1:] != window[:-1], True) if hi > lo else keep[lo:hi]
+    return ts[keep], values[keep]
 
 
 def clip(part: Part, start: int, end: int) -> Part:
