@@ -26,6 +26,7 @@ from compactor.lease import Lease
 from compactor.metrics import CompactorMetrics
 from compactor.planner import Action, Delete, Downsample, MarkForDeletion, Merge
 from compactor.rewrite import Progress, Written, write_downsample, write_merge
+from gateway.metadata_store import read_bucket_metadata
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,10 @@ class Executor:
 
     def downsample(self, action: Downsample) -> None:
         """Write, upload and index the downsampled copy."""
-        written = write_downsample(self.store, action, self._work(), self._progress(action))
+        # Senders' metadata (copied to the bucket by the gateways) tells gauges apart.
+        records = read_bucket_metadata(self.store, action.tenant)
+        gauges = {name for name, record in records.items() if record.type == "gauge"}
+        written = write_downsample(self.store, action, self._work(), self._progress(action), gauges)
         meta = self._upload(written, "compact.downsample")
         self.metrics.blocks_written.labels("downsample").inc()
         self.metrics.blocks_downsampled.labels(f"{int(action.to) // 60_000}m").inc()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from blocks.reader import BlockReader
 from blocks.ulid import new_ulid
 from blocks.writer import BlockWriter
 from compactor.planner import Downsample, Merge
+from gateway.validate import METRIC_NAME
 from querier.merge import HistogramPart, merge_histogram_parts, merge_parts
 
 log = logging.getLogger(__name__)
@@ -200,9 +201,18 @@ def _joined_counter(
 
 
 def write_downsample(
-    store: ObjectStore, action: Downsample, work_dir: Path, progress: Progress | None = None
+    store: ObjectStore,
+    action: Downsample,
+    work_dir: Path,
+    progress: Progress | None = None,
+    gauges: Container[str] = frozenset(),
 ) -> Written:
-    """The copy of `action.source` at resolution `action.to`, in `work_dir`."""
+    """The copy of `action.source` at resolution `action.to`, in `work_dir`.
+
+    `gauges`: metric names the tenant's senders described as gauges (their metadata);
+    their series get no `counter` aggregate, which only rate and increase read and which
+    would undo the "resets" of every gauge that goes down.
+    """
     started = time.monotonic()
     source = SourceBlock(store, action.source)
     resolution = int(action.to)
@@ -211,9 +221,11 @@ def write_downsample(
     outputs: list[tuple[LabelKey, int, Aggregate]] = []
     for key, series in source.ids.items():
         if from_raw:
+            gauge = dict(key).get(METRIC_NAME, "") in gauges
             outputs += [
                 (tuple(with_aggregate(list(key), aggregate)), series, aggregate)
                 for aggregate in Aggregate
+                if not (gauge and aggregate == Aggregate.COUNTER)
             ]
         else:
             aggregate = split_aggregate(key)[1]

@@ -23,6 +23,7 @@ from compactor.levels import DAY_MS, HOUR_MS
 from compactor.metrics import CompactorMetrics
 from compactor.run import Compactor
 from gateway.config import GatewayConfig
+from gateway.metadata_store import MetadataRecord, bucket_key, encode_document
 from querier.app import create_query_app
 from tests.compactor.bucket_data import (
     T0,
@@ -272,3 +273,30 @@ def test_a_bad_overrides_file_is_refused_with_the_reason(
     path.write_text(content)
     with pytest.raises(ConfigError, match=why):
         CompactorConfig(retention_overrides=str(path))
+
+
+def test_series_described_as_gauges_get_no_counter_aggregate(
+    bucket: ObjectStore, tmp_path: Path
+) -> None:
+    data = synthetic(T0, T0 + 2 * DAY_MS + 2 * HOUR_MS, 60_000, NAMES)
+    put_windows(bucket, tmp_path, TENANT, data)
+    described = {
+        "temperature": MetadataRecord("gauge", "celsius", "Room temperature.", T0),
+        "requests_total": MetadataRecord("counter", "", "Requests served.", T0),
+    }
+    bucket.put(bucket_key(TENANT), encode_document(TENANT, described.items()))
+
+    summary = compactor(bucket, tmp_path, retention_raw="0").run_pass(now_ms=T0 + 3 * DAY_MS)
+
+    assert summary.ok, summary.line()
+    got = contents(bucket, TENANT, unmarked=True, resolution=Resolution.FIVE_MINUTES)
+    kinds: dict[str, set[str]] = {}
+    for key in got:
+        labels_of_key = dict(key)
+        kinds.setdefault(labels_of_key["__name__"], set()).add(labels_of_key["__strata_aggr__"])
+    every = {a.value for a in Aggregate}
+    assert kinds["temperature"] == every - {Aggregate.COUNTER.value}
+    assert kinds["requests_total"] == every  # a counter keeps all
+    assert kinds["up"] == every  # never described: all, as before
+    # The raw data is untouched whatever the metadata says.
+    assert contents(bucket, TENANT, unmarked=True) == expected_bits(data)
