@@ -424,8 +424,9 @@ def _indices(spans: list[tuple[int, int]]) -> list[int]:
     return out
 
 
-def _spans(indices: list[int]) -> list[tuple[int, int]]:
-    """The fewest spans covering sorted indices (no empty spans), as the head merges them."""
+def spans_of(indices: Sequence[int]) -> list[tuple[int, int]]:
+    """The fewest (offset, length) spans covering sorted bucket indices (no empty spans),
+    as Prometheus's head merges them."""
     spans: list[tuple[int, int]] = []
     last = 0
     for i in indices:
@@ -567,7 +568,7 @@ def _gauge_layout(layout: _Sample, s: _Sample) -> _Sample | None:
         new = set(_indices(getattr(s, name)))
         forward = forward or bool(new - old)
         backward = backward or bool(old - new)
-        setattr(merged, name, _spans(sorted(old | new)))
+        setattr(merged, name, spans_of(sorted(old | new)))
     if forward and backward:
         new_layout = merged
     elif forward:

@@ -36,6 +36,7 @@ from querier.histogram_chunk import (
     decode_histogram_chunk,
     encode_histogram_chunk,
     encode_histogram_chunks,
+    spans_of,
 )
 from querier.stream_frames import CONTENT_TYPE, iter_responses
 from tests.e2e.conftest import attach_log
@@ -45,7 +46,7 @@ from tests.e2e.servers import (
     prometheus_binary,
     wait_until_ready,
 )
-from tests.support.histogram_target import ExposedHistogram, HistogramTarget, spans_of
+from tests.support.histogram_target import ExposedHistogram, HistogramTarget
 
 STEPS = 36
 # Scrapes that time out would be lost to Prometheus but not to the script: leave room.
@@ -285,9 +286,11 @@ def wait_past_block_boundary() -> None:
         time.sleep(to_boundary_s + 0.5)
 
 
-@pytest.fixture
-def scraped(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NativeHistogramPrometheus]:
-    """A Prometheus that has scraped the whole script and marked the series stale."""
+def scraped_script(
+    request: pytest.FixtureRequest, tmp_path: Path, extra: Mapping[str, Any]
+) -> Iterator[NativeHistogramPrometheus]:
+    """A Prometheus (configured with `extra` besides its scrape) that has scraped the
+    whole script and marked the series stale; stopped with the target afterwards."""
     target = HistogramTarget(script())
     target.start()
     base_dir = tmp_path / "prometheus"
@@ -297,6 +300,7 @@ def scraped(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NativeHi
     config = {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL},
         "scrape_configs": [{"job_name": "hist", "static_configs": [{"targets": [target.address]}]}],
+        **extra,
     }
     wait_past_block_boundary()
     try:
@@ -307,6 +311,12 @@ def scraped(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NativeHi
     finally:
         server.close()
         target.close()
+
+
+@pytest.fixture
+def scraped(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NativeHistogramPrometheus]:
+    """A Prometheus that has scraped the whole script and marked the series stale."""
+    yield from scraped_script(request, tmp_path, {})
 
 
 @pytest.mark.e2e

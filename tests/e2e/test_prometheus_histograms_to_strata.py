@@ -29,22 +29,17 @@ from gateway.app import FLUSH_PATH
 from proto import remote_pb2
 from querier.histogram_chunk import FLOAT_HISTOGRAM, HISTOGRAM, decode_histogram_chunk
 from querier.stream_frames import iter_responses
-from tests.e2e.conftest import attach_log
 from tests.e2e.servers import StrataServer
 from tests.e2e.test_prometheus_histogram_chunks import (
     READ_HEADERS,
-    SCRAPE_INTERVAL,
-    SCRIPT_TIMEOUT_S,
     SERIES,
     STEPS,
     NativeHistogramPrometheus,
     read_chunks,
     read_request,
-    script,
-    wait_past_block_boundary,
+    scraped_script,
 )
 from tests.querier.histogram_reads import chunk_forms, samples_answer, streamed_answer
-from tests.support.histogram_target import HistogramTarget
 
 ARRIVAL_TIMEOUT_S = 30.0
 READ_TIMEOUT_S = 10.0
@@ -57,33 +52,13 @@ def scraped_into_strata(
 ) -> Iterator[NativeHistogramPrometheus]:
     """A Prometheus that scraped the whole script, marked the series stale and
     remote-writes to `strata`."""
-    target = HistogramTarget(script())
-    target.start()
-    base_dir = tmp_path / "prometheus"
-    base_dir.mkdir()
-    server = NativeHistogramPrometheus(base_dir)
-    attach_log(request.node, "prometheus", server.log_path)
-    config = {
-        "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL},
-        "scrape_configs": [{"job_name": "hist", "static_configs": [{"targets": [target.address]}]}],
-        "remote_write": [
-            {
-                "url": strata.write_url,
-                "name": "strata",
-                "send_native_histograms": True,
-                "queue_config": {"batch_send_deadline": "200ms", "min_backoff": "50ms"},
-            }
-        ],
+    remote_write = {
+        "url": strata.write_url,
+        "name": "strata",
+        "send_native_histograms": True,
+        "queue_config": {"batch_send_deadline": "200ms", "min_backoff": "50ms"},
     }
-    wait_past_block_boundary()
-    try:
-        server.start(config)
-        if not target.wait_until_refused(SCRIPT_TIMEOUT_S):
-            pytest.fail(f"prometheus scraped {target.served} of {STEPS} steps in time")
-        yield server
-    finally:
-        server.close()
-        target.close()
+    yield from scraped_script(request, tmp_path, {"remote_write": [remote_write]})
 
 
 def prometheus_histograms(client: httpx.Client) -> dict[str, list[tuple[int, bytes]]]:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from querier.histogram_chunk import spans_of
 from querier.varint import uvarint
 
 HOST = "127.0.0.1"
@@ -66,19 +67,6 @@ def _double_field(number: int, value: float) -> bytes:
 
 def _bytes_field(number: int, value: bytes) -> bytes:
     return _tag(number, _BYTES) + uvarint(len(value)) + value
-
-
-def spans_of(indices: Sequence[int]) -> list[tuple[int, int]]:
-    """(offset, length) spans of sorted bucket indices, adjacent ones merged."""
-    spans: list[tuple[int, int]] = []
-    last = 0
-    for i in indices:
-        if spans and i == last + 1:
-            spans[-1] = (spans[-1][0], spans[-1][1] + 1)
-        else:
-            spans.append((i - last - (1 if spans else 0), 1))
-        last = i
-    return spans
 
 
 def _buckets(h: ExposedHistogram, counts: dict[int, float], span_f: int, value_f: int) -> bytes:
