@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 
@@ -416,11 +416,7 @@ class Engine:
         if not any(s.read_histograms is not None for s in plan.selections):
             none = empty_histograms()  # the common case: a query without histograms
             return dict.fromkeys(numbers, none)
-        wanted: dict[int, list[int]] = {}
-        for i in numbers:
-            for number, position in plan.places[i]:
-                if plan.selections[number].read_histograms is not None:
-                    wanted.setdefault(number, []).append(position)
+        wanted = _positions(plan, numbers, lambda s: s.read_histograms is not None)
         found: dict[tuple[int, int], HistogramPart] = {}
         for number, positions in wanted.items():
             read = plan.selections[number].read_histograms
@@ -436,10 +432,7 @@ class Engine:
 
     def _joined_pieces(self, plan: QueryPlan, numbers: Sequence[int]) -> dict[int, list[Piece]]:
         """The pieces of each series numbered, its places' pieces one after another."""
-        wanted: dict[int, list[int]] = {}
-        for i in numbers:
-            for number, position in plan.places[i]:
-                wanted.setdefault(number, []).append(position)
+        wanted = _positions(plan, numbers)
         read: dict[tuple[int, int], list[Piece]] = {}
         for number, positions in wanted.items():
             selection = plan.selections[number]
@@ -455,10 +448,7 @@ class Engine:
 
     def _merged(self, plan: QueryPlan, numbers: Sequence[int]) -> dict[int, Part]:
         """The merged samples of each series numbered (possibly empty)."""
-        wanted: dict[int, list[int]] = {}
-        for i in numbers:
-            for number, position in plan.places[i]:
-                wanted.setdefault(number, []).append(position)
+        wanted = _positions(plan, numbers)
         raw: dict[tuple[int, int], Part] = {}
         aggregated: dict[tuple[int, int], AggregateParts] = {}
         for number, positions in wanted.items():
@@ -471,6 +461,22 @@ class Engine:
                 for position, parts in zip(positions, found, strict=True):
                     aggregated[(number, position)] = parts
         return {i: _series_samples(plan, plan.places[i], raw, aggregated) for i in numbers}
+
+
+def _positions(
+    plan: QueryPlan,
+    numbers: Sequence[int],
+    wanted: Callable[[Selection | AggregateSelection], bool] = lambda _: True,
+) -> dict[int, list[int]]:
+    """The positions the series numbered have in each selection (by selection number),
+    in the series' order: what one read of that selection fetches. Only selections
+    `wanted` says yes to."""
+    out: dict[int, list[int]] = {}
+    for i in numbers:
+        for number, position in plan.places[i]:
+            if wanted(plan.selections[number]):
+                out.setdefault(number, []).append(position)
+    return out
 
 
 def _span_of(plan: QueryPlan, number: int) -> tuple[int, int]:
