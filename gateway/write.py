@@ -93,6 +93,29 @@ class WriteOutcome:
         if not self.first_error:
             self.first_error = message
 
+    def reject_conflicts(
+        self,
+        conflict: np.ndarray,
+        refs: np.ndarray,
+        timestamps: np.ndarray,
+        head: TenantHead,
+        what: str,
+        differs: str,
+    ) -> None:
+        """Count the planned samples (or histograms) marked in `conflict` as
+        duplicate_timestamp: each has a timestamp its series already holds with another
+        value. The first is named: `{what} at {ts} of {labels} {differs}`."""
+        conflicts = int(conflict.sum())
+        if not conflicts:
+            return
+        first = int(np.flatnonzero(conflict)[0])
+        labels = format_labels(decode_labels(head.labels[int(refs[first])]))
+        self.reject(
+            "duplicate_timestamp",
+            conflicts,
+            f"{what} at {int(timestamps[first])} of {labels} {differs}",
+        )
+
     def reject_exemplar(self, reason: str, message: str) -> None:
         """Count one exemplar refused for `reason`; keep the first message."""
         self.exemplars_rejected[reason] += 1
@@ -255,16 +278,14 @@ class Ingester:
         if not keep.any():
             return outcome, histograms_durable
         plan = tenant_head.plan(refs[keep].astype(np.uint32), ts[keep], request.values[keep])
-        conflicts = int(plan.conflict.sum())
-        if conflicts:
-            first = int(np.flatnonzero(plan.conflict)[0])
-            labels = decode_labels(tenant_head.labels[int(plan.refs[first])])
-            outcome.reject(
-                "duplicate_timestamp",
-                conflicts,
-                f"sample at {int(plan.timestamps[first])} of {format_labels(labels)} "
-                "has a different value than the one stored",
-            )
+        outcome.reject_conflicts(
+            plan.conflict,
+            plan.refs,
+            plan.timestamps,
+            tenant_head,
+            "sample",
+            "has a different value than the one stored",
+        )
         durable = self._log(tenant_head, plan)
         tenant_head.commit(plan)
         outcome.stored = int(plan.new.sum())

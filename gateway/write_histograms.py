@@ -21,7 +21,6 @@ import numpy as np
 
 from gateway.decode import DecodedWrite
 from gateway.head import TenantHead
-from gateway.validate import decode_labels, format_labels
 from gateway.wal import WAL, frame
 from gateway.wal_record import encode_histograms, encode_series
 from proto.write_v2_pb2 import BucketSpan, Histogram
@@ -39,6 +38,17 @@ class Outcome(Protocol):
 
     def reject(self, reason: str, count: int, message: str) -> None:
         """Count refused samples."""
+
+    def reject_conflicts(
+        self,
+        conflict: np.ndarray,
+        refs: np.ndarray,
+        timestamps: np.ndarray,
+        head: TenantHead,
+        what: str,
+        differs: str,
+    ) -> None:
+        """Count those marked in `conflict` as duplicate_timestamp, naming the first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,16 +152,9 @@ def store_histograms(
     plan = plan_histograms(
         head, refs[keep].astype(np.uint32), ts[keep], [payloads[i] for i in kept]
     )
-    conflicts = int(plan.conflict.sum())
-    if conflicts:
-        first = int(np.flatnonzero(plan.conflict)[0])
-        labels = decode_labels(head.labels[int(plan.refs[first])])
-        outcome.reject(
-            "duplicate_timestamp",
-            conflicts,
-            f"histogram at {int(plan.timestamps[first])} of {format_labels(labels)} "
-            "differs from the one stored",
-        )
+    outcome.reject_conflicts(
+        plan.conflict, plan.refs, plan.timestamps, head, "histogram", "differs from the one stored"
+    )
     logged = plan.new | plan.resent
     durable = None
     if logged.any():
