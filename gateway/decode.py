@@ -23,8 +23,9 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from blocks.errors import InvalidRequest, RequestTooLarge, UnsupportedMediaType
+from blocks.histogram_codec import canonical_histogram as codec_canonical_histogram
 from gateway.decode_known import LabelsOfKeys, decode_known
-from proto import types_pb2, write_v2_pb2
+from proto import types_pb2
 from proto.write_raw_pb2 import RawWriteRequest
 from querier.varint import uvarint
 
@@ -254,8 +255,7 @@ def canonical_histogram(histogram: Message) -> bytes:
     storage side keeps: 1.0's Histogram has the same field numbers and enum values for
     all it has (2.0 only adds start_timestamp), so its bytes parse as the 2.0 message."""
     histogram.DiscardUnknownFields()
-    v2 = write_v2_pb2.Histogram.FromString(histogram.SerializeToString(deterministic=True))
-    return v2.SerializeToString(deterministic=True)
+    return codec_canonical_histogram(histogram.SerializeToString())
 
 
 def _known_series_request(raw: bytes, known_keys: Container[object]) -> DecodedWrite | None:
