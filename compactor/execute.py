@@ -59,6 +59,15 @@ class Executor:
         self.work_dir = work_dir
         self.lease = lease
         self.metrics = metrics
+        self._gauges: set[str] | None = None
+
+    def gauges(self, tenant: str) -> set[str]:
+        """Metrics the tenant's senders described as gauges (their metadata, copied to
+        the bucket by the gateways); read once per executor, i.e. per tenant and pass."""
+        if self._gauges is None:
+            records = read_bucket_metadata(self.store, tenant)
+            self._gauges = {name for name, record in records.items() if record.type == "gauge"}
+        return self._gauges
 
     def run(self, actions: Sequence[Action], on_start: Callable[[Action], None]) -> None:
         """Carry out one plan's actions; exceptions propagate (the plan is redone next
@@ -101,9 +110,7 @@ class Executor:
 
     def downsample(self, action: Downsample) -> None:
         """Write, upload and index the downsampled copy."""
-        # Senders' metadata (copied to the bucket by the gateways) tells gauges apart.
-        records = read_bucket_metadata(self.store, action.tenant)
-        gauges = {name for name, record in records.items() if record.type == "gauge"}
+        gauges = self.gauges(action.tenant)
         written = write_downsample(self.store, action, self._work(), self._progress(action), gauges)
         meta = self._upload(written, "compact.downsample")
         self.metrics.blocks_written.labels("downsample").inc()
