@@ -110,7 +110,7 @@ def decode_known(
         (tails[:, zero] == 0x12) & (tails[:, zero + 1] == 0x07) & (tails[:, zero + 2] == 0x10)
     )
     varint = tails[:, -_TS_BYTES:]
-    six_bytes = np.all(varint[:, :-1] & _VARINT_MORE, axis=1) & ~(varint[:, -1] & _VARINT_MORE)
+    six_bytes = np.all(varint[:, :-1] & _VARINT_MORE, axis=1) & (varint[:, -1] < _VARINT_MORE)
     # A value tail whose double happens to end in 0x12 0x07 0x10 is a value tail: test it
     # first.
     if not bool(np.all((with_value | without_value) & six_bytes)):

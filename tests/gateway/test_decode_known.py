@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from blocks.errors import InvalidRequest
 from gateway.decode import DecodedWrite, decode_write_request
 from gateway.decode_known import decode_known
 from proto import remote_pb2, types_pb2
@@ -122,6 +123,7 @@ def steps_aside(raw: bytes) -> None:
         "metadata",
         "sample hidden before the labels",
         "unknown top-level field",
+        "timestamp varint running past the entry",
     ],
 )
 def test_the_fast_path_steps_aside(case: str) -> None:
@@ -156,3 +158,13 @@ def test_the_fast_path_steps_aside(case: str) -> None:
         steps_aside(b"\x0a" + uvarint(len(hidden)) + hidden)
     elif case == "unknown top-level field":
         steps_aside(request(one) + b"\x10\x01")
+    elif case == "timestamp varint running past the entry":
+        # The last byte of the sample's timestamp says more follows: not protobuf. The
+        # general path refuses the request; the fast path must not read it as a sample.
+        broken = bytearray(one.SerializeToString())
+        broken[-1] |= 0x80
+        raw = b"\x0a" + uvarint(len(broken)) + bytes(broken)
+        known = known_keys(request(one))
+        assert decode_known(raw, known) is None
+        with pytest.raises(InvalidRequest):
+            decode_write_request(raw, known)
