@@ -1,8 +1,9 @@
 """`strata verify`: check a bucket's blocks for damage and inconsistency, reading only.
 
 Per tenant: every block's meta.json parses; its index decodes and agrees with the meta's
-stats and time range; every chunk segment the index points into exists and is long
-enough; with `full`, every page is read back (zstd checksums, chunk sizes); partial
+stats and time range; every chunk segment the index points into (float pages and native
+histogram chunks) exists and is long enough; with `full`, every page and histogram chunk
+is read back (zstd checksums, chunk sizes, sample counts; counted in the report); partial
 uploads; blocks of one resolution that overlap; a bucket index that disagrees with the
 listing. Findings are errors (data a query would fail on or miss) or warnings (states a
 running system passes through: overlaps before compaction, uploads in flight, an index

@@ -3,8 +3,11 @@
 The range is taken one 2 h window at a time (the gateway's block windows): one
 streamed remote-read request per window, series written into a block as they arrive
 (Prometheus streams them in label order, the order a block keeps), the block uploaded
-meta.json last and added to the bucket index. A window's block id is derived from the
-tenant, the source and the window, with the window's start as its ULID time, so:
+meta.json last and added to the bucket index. Native histograms come as Prometheus's
+HISTOGRAM / FLOAT_HISTOGRAM chunks (2.42's SAMPLES answer leaves them out; later releases
+carry them as messages there, taken too) and are stored as the messages the chunks decode
+to: every field, reset hints as the chunks give them. A window's block id is derived from
+the tenant, the source and the window, with the window's start as its ULID time, so:
 
 - an interrupted import run again finds the windows it finished (their meta.json is
   there) and skips them: nothing is imported twice;
@@ -34,13 +37,16 @@ import snappy
 from blocks.bucket_index import add_blocks
 from blocks.errors import InvalidRequest, StrataError, Unavailable
 from blocks.failpoints import failpoint
+from blocks.histogram_codec import canonical_histogram
 from blocks.meta import META_FILENAME
 from blocks.objstore.base import ObjectStore
 from blocks.ulid import new_ulid
 from blocks.upload import upload_block
 from blocks.writer import BlockWriter, OutOfOrder
 from gateway.head_cut import BLOCK_DURATION_MS
+from gateway.validate import format_labels
 from proto import remote_pb2, types_pb2
+from querier.histogram_chunk import FLOAT_HISTOGRAM, HISTOGRAM, decode_histogram_chunk
 from querier.stream_frames import iter_responses
 from querier.xor_chunk import decode_xor_chunk
 
@@ -65,10 +71,33 @@ MATCH_TYPES = {
     "!~": types_pb2.LabelMatcher.NRE,
 }
 Labels = tuple[tuple[str, str], ...]
+# One series' histograms as they arrive: (timestamp, serialized Histogram message).
+HistogramRows = list[tuple[int, bytes]]
 
 
 class SourceError(Unavailable):
     """The Prometheus read from failed or answered something unusable; run again later."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSeries:
+    """One series of a window as the source sent it, trimmed to the window: float samples
+    and native histograms, each time-sorted with every timestamp once."""
+
+    labels: Labels
+    ts: np.ndarray
+    values: np.ndarray
+    histogram_ts: np.ndarray
+    histograms: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCounts:
+    """What one window's block holds."""
+
+    series: int
+    samples: int
+    histograms: int
 
 
 @dataclass(slots=True)
@@ -81,6 +110,7 @@ class ImportSummary:
     empty: int = 0
     series: int = 0
     samples: int = 0
+    histograms: int = 0
     seconds: float = 0.0
 
     def line(self) -> str:
@@ -88,7 +118,8 @@ class ImportSummary:
         return (
             f"import done: windows={self.windows} imported={self.imported} "
             f"already_there={self.skipped} empty={self.empty} series={self.series} "
-            f"samples={self.samples} seconds={self.seconds:.1f}"
+            f"samples={self.samples} histograms={self.histograms} "
+            f"seconds={self.seconds:.1f}"
         )
 
 
@@ -156,17 +187,19 @@ class Importer:
                     summary.skipped += 1
                     report(f"{where}: already imported as {block_id}")
                     continue
-                series, samples = self._import_window(Path(tmp), block_id, lo, hi)
-                if series == 0:
+                counts = self._import_window(Path(tmp), block_id, lo, hi)
+                if counts.series == 0:
                     summary.empty += 1
                     report(f"{where}: no data")
                     continue
                 summary.imported += 1
-                summary.series += series
-                summary.samples += samples
+                summary.series += counts.series
+                summary.samples += counts.samples
+                summary.histograms += counts.histograms
                 elapsed = time.monotonic() - started
                 report(
-                    f"{where}: {series} series, {samples} samples -> {block_id} "
+                    f"{where}: {counts.series} series, {counts.samples} samples, "
+                    f"{counts.histograms} histograms -> {block_id} "
                     f"({elapsed:.1f} s so far, {summary.samples / max(elapsed, 1e-9):,.0f} "
                     "samples/s)"
                 )
@@ -174,20 +207,26 @@ class Importer:
         summary.seconds = time.monotonic() - started
         return summary
 
-    def _import_window(self, tmp: Path, block_id: str, lo: int, hi: int) -> tuple[int, int]:
-        """Read [lo, hi) and write it as block `block_id`; (series, samples) written."""
+    def _import_window(self, tmp: Path, block_id: str, lo: int, hi: int) -> WindowCounts:
+        """Read [lo, hi) and write it as block `block_id`; what it holds."""
         writer = BlockWriter(tmp, block_id)
         try:
-            for labels, ts, values in self._read(lo, hi - 1):
+            for series in self._read(lo, hi - 1):
+                histograms = (series.histogram_ts, series.histograms)
                 try:
-                    writer.add_series(list(labels), ts, values)
+                    writer.add_series(list(series.labels), series.ts, series.values, histograms)
                 except OutOfOrder:
                     raise SourceError(
                         f"{self.read_url} streamed series out of label order"
                     ) from None
-            if not writer.samples:
+                except ValueError as exc:  # the histogram codec refuses a message
+                    raise SourceError(
+                        f"{self.read_url} sent a histogram of {format_labels(list(series.labels))} "
+                        f"that cannot be stored: {exc}"
+                    ) from None
+            if not writer.samples and not writer.histograms:
                 writer.abort()
-                return 0, 0
+                return WindowCounts(0, 0, 0)
             meta = writer.finish(tenant=self.tenant, level=1, mint=lo, maxt=hi)
         except BaseException:
             writer.abort()
@@ -197,9 +236,9 @@ class Importer:
             add_blocks(self.store, self.tenant, [meta])
         finally:
             shutil.rmtree(writer.final_dir, ignore_errors=True)
-        return meta.stats.series, meta.stats.samples
+        return WindowCounts(meta.stats.series, meta.stats.samples, writer.histograms)
 
-    def _read(self, mint: int, maxt: int) -> Iterator[tuple[Labels, np.ndarray, np.ndarray]]:
+    def _read(self, mint: int, maxt: int) -> Iterator[SourceSeries]:
         """Each series of [mint, maxt] (inclusive), in the order the source sends them."""
         request = remote_pb2.ReadRequest(
             queries=[
@@ -229,49 +268,67 @@ class Importer:
             raise SourceError(f"{self.read_url}: {exc!r}") from None
 
 
-def _streamed_series(
-    pieces: Iterator[bytes], mint: int, maxt: int
-) -> Iterator[tuple[Labels, np.ndarray, np.ndarray]]:
+def _streamed_series(pieces: Iterator[bytes], mint: int, maxt: int) -> Iterator[SourceSeries]:
     """Series from a streamed answer; a series split over frames comes out whole."""
     current: Labels | None = None
     parts: list[tuple[np.ndarray, np.ndarray]] = []
+    rows: HistogramRows = []
     try:
         for response in iter_responses(pieces, MAX_FRAME_BYTES):
             for chunked in response.chunked_series:
                 labels = tuple((label.name, label.value) for label in chunked.labels)
                 if labels != current:
                     if current is not None:
-                        yield current, *_joined(parts, mint, maxt)
-                    current, parts = labels, []
+                        yield _series(current, parts, rows, mint, maxt)
+                    current, parts, rows = labels, [], []
                 for chunk in chunked.chunks:
-                    if chunk.type != types_pb2.Chunk.XOR:
+                    if chunk.type == types_pb2.Chunk.XOR:
+                        parts.append(decode_xor_chunk(chunk.data))
+                    elif chunk.type in (HISTOGRAM, FLOAT_HISTOGRAM):
+                        rows.extend(decode_histogram_chunk(chunk.data, chunk.type).samples)
+                    else:
                         raise SourceError(f"chunk encoding {chunk.type} is not imported")
-                    parts.append(decode_xor_chunk(chunk.data))
     except StrataError as exc:
         if isinstance(exc, SourceError):
             raise
         raise SourceError(f"bad streamed answer: {exc.reason}") from None
     if current is not None:
-        yield current, *_joined(parts, mint, maxt)
+        yield _series(current, parts, rows, mint, maxt)
 
 
-def _samples_series(
-    data: bytes, mint: int, maxt: int
-) -> Iterator[tuple[Labels, np.ndarray, np.ndarray]]:
+def _samples_series(data: bytes, mint: int, maxt: int) -> Iterator[SourceSeries]:
     """Series from a SAMPLES answer (servers that do not stream), sorted by labels."""
     try:
         response = remote_pb2.ReadResponse.FromString(snappy.uncompress(data))
+        found = []
+        for result in response.results:
+            for series in result.timeseries:
+                labels = tuple(sorted((label.name, label.value) for label in series.labels))
+                ts = np.array([s.timestamp for s in series.samples], dtype=np.int64)
+                values = np.array([s.value for s in series.samples], dtype=np.float64)
+                # A 1.0 Histogram has the 2.0 message's field numbers: its bytes read as one.
+                rows = [
+                    (h.timestamp, canonical_histogram(h.SerializeToString()))
+                    for h in series.histograms
+                ]
+                found.append((labels, ts, values, rows))
     except Exception as exc:  # snappy and protobuf raise their own kinds
         raise SourceError(f"bad SAMPLES answer: {exc!r}") from None
-    found = []
-    for result in response.results:
-        for series in result.timeseries:
-            labels = tuple(sorted((label.name, label.value) for label in series.labels))
-            ts = np.array([s.timestamp for s in series.samples], dtype=np.int64)
-            values = np.array([s.value for s in series.samples], dtype=np.float64)
-            found.append((labels, ts, values))
-    for labels, ts, values in sorted(found, key=lambda f: f[0]):
-        yield labels, *_joined([(ts, values)], mint, maxt)
+    for labels, ts, values, rows in sorted(found, key=lambda f: f[0]):
+        yield _series(labels, [(ts, values)], rows, mint, maxt)
+
+
+def _series(
+    labels: Labels,
+    parts: list[tuple[np.ndarray, np.ndarray]],
+    rows: HistogramRows,
+    mint: int,
+    maxt: int,
+) -> SourceSeries:
+    """One series' floats and histograms, each joined and trimmed to [mint, maxt]."""
+    ts, values = _joined(parts, mint, maxt)
+    histogram_ts, histograms = _joined_histograms(rows, mint, maxt)
+    return SourceSeries(labels, ts, values, histogram_ts, histograms)
 
 
 def _joined(
@@ -282,11 +339,27 @@ def _joined(
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
     ts = np.concatenate([p[0] for p in parts])
     values = np.concatenate([p[1] for p in parts])
+    order, keep = _first_in_range(ts, mint, maxt)
+    return ts[order][keep], values[order][keep]
+
+
+def _joined_histograms(rows: HistogramRows, mint: int, maxt: int) -> tuple[np.ndarray, list[bytes]]:
+    """One series' histograms as time-sorted samples within [mint, maxt], each timestamp
+    once (the first sent, as for floats: chunks that overlap repeat a sample)."""
+    ts = np.array([t for t, _ in rows], dtype=np.int64)
+    order, keep = _first_in_range(ts, mint, maxt)
+    picked = order[keep].tolist()
+    return ts[picked], [rows[i][1] for i in picked]
+
+
+def _first_in_range(ts: np.ndarray, mint: int, maxt: int) -> tuple[np.ndarray, np.ndarray]:
+    """The stable time order of `ts`, and over that order a mask of what to keep: the
+    first sample of each timestamp within [mint, maxt]."""
     order = np.argsort(ts, kind="stable")
-    ts, values = ts[order], values[order]
+    ts = ts[order]
     keep = (ts >= mint) & (ts <= maxt)
     keep[1:] &= ts[1:] != ts[:-1]
-    return ts[keep], values[keep]
+    return order, keep
 
 
 def _iso(ms: int) -> str:

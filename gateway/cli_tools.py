@@ -113,7 +113,11 @@ def _verify(bucket: str, args: argparse.Namespace) -> int:
     print(
         f"verified {report.blocks} blocks of {report.tenants} tenants in "
         f"{bucket_label(bucket)}: {report.errors} errors, {report.warnings} warnings"
-        + (f", {report.samples_read} samples read" if not args.quick else "")
+        + (
+            f", {report.samples_read} samples and {report.histograms_read} histograms read"
+            if not args.quick
+            else ""
+        )
     )
     failed = report.errors or (args.strict and report.warnings)
     return 1 if failed else 0

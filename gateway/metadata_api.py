@@ -1,16 +1,20 @@
 """GET /api/v1/metadata and GET|POST /api/v1/query_exemplars in Prometheus's JSON shape.
 
-Both answer for the tenant of X-Scope-OrgID (the read routes' rule), from what this
-gateway keeps (gateway/metadata_store.py, gateway/exemplar_store.py). Errors come as
-Prometheus writes them: `{"status": "error", "errorType": ..., "error": ...}`.
-Parameters and examples: docs/metadata-exemplars.md.
+Both answer for the tenant of X-Scope-OrgID (the read routes' rule). `strata serve`
+answers from what its gateway keeps (gateway/metadata_store.py, gateway/exemplar_store.py);
+`strata query` answers metadata from the bucket copy and exemplars, which live only on
+the gateways' disks, with a 404 saying so. Errors come as Prometheus writes them:
+`{"status": "error", "errorType": ..., "error": ...}`. Parameters, examples and why 404:
+docs/metadata-exemplars.md.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -19,10 +23,10 @@ import numpy as np
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
-from blocks.errors import InvalidRequest, StrataError, Unavailable
+from blocks.errors import InvalidRequest, NotFound, StrataError, Unavailable
 from gateway.exemplar_store import Exemplar, ExemplarStore
 from gateway.http import read_body
-from gateway.metadata_store import MetadataStore
+from gateway.metadata_store import BucketMetadata, MetadataStore
 from gateway.selector import parse_selector
 from gateway.tenants import tenant_from_headers
 
@@ -33,7 +37,12 @@ FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 MAX_FORM_BYTES = 1 << 20
 MIN_TIME_MS = -(1 << 63)
 MAX_TIME_MS = (1 << 63) - 1
-ERROR_TYPES = {400: "bad_data", 503: "unavailable"}
+# Prometheus's errorType of each status Strata answers here.
+ERROR_TYPES = {400: "bad_data", 404: "not_found", 503: "unavailable"}
+EXEMPLARS_ELSEWHERE = (
+    "exemplars are served by `strata serve` (each gateway keeps those it received, on its "
+    "own disk); `strata query` reads only the bucket: ask the gateway"
+)
 
 
 def error_json(exc: StrataError) -> Response:
@@ -47,6 +56,28 @@ def error_json(exc: StrataError) -> Response:
         "error": exc.reason,
     }
     return JSONResponse(body, status_code=exc.http_status, headers=headers)
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataQuery:
+    """The tenant and parameters of a GET /api/v1/metadata."""
+
+    tenant: str
+    metric: str | None
+    limit: int
+    limit_per_metric: int
+
+
+def metadata_query(request: Request, default_tenant: str) -> MetadataQuery:
+    """What a metadata request asks for; InvalidRequest for a bad tenant or parameter."""
+    tenant = tenant_from_headers(request.headers, default_tenant)
+    params = dict(request.query_params)
+    return MetadataQuery(
+        tenant,
+        params.get("metric") or None,
+        int_param(params, "limit"),
+        int_param(params, "limit_per_metric"),
+    )
 
 
 def int_param(params: Mapping[str, str], name: str) -> int:
@@ -133,13 +164,9 @@ class MetadataAPI:
         """GET /api/v1/metadata?metric=&limit=&limit_per_metric="""
         try:
             self.check_ready()
-            tenant = tenant_from_headers(request.headers, self.default_tenant)
-            params = dict(request.query_params)
+            asked = metadata_query(request, self.default_tenant)
             data = self.metadata_store.query(
-                tenant,
-                params.get("metric") or None,
-                int_param(params, "limit"),
-                int_param(params, "limit_per_metric"),
+                asked.tenant, asked.metric, asked.limit, asked.limit_per_metric
             )
         except StrataError as exc:
             return error_json(exc)
@@ -187,3 +214,32 @@ class MetadataAPI:
                 raise InvalidRequest("form body is not UTF-8") from None
             params.update({key: values[-1] for key, values in form.items()})
         return params
+
+
+class BucketMetadataAPI:
+    """The same two endpoints on `strata query`: metadata from the bucket copy, exemplars
+    refused (they are not in the bucket)."""
+
+    def __init__(self, metadata: BucketMetadata, *, default_tenant: str) -> None:
+        self.bucket_metadata = metadata
+        self.default_tenant = default_tenant
+
+    async def metadata(self, request: Request) -> Response:
+        """GET /api/v1/metadata?metric=&limit=&limit_per_metric="""
+        try:
+            asked = metadata_query(request, self.default_tenant)
+            # A stale copy is fetched again: object store I/O, off the event loop.
+            data = await asyncio.to_thread(
+                self.bucket_metadata.query,
+                asked.tenant,
+                asked.metric,
+                asked.limit,
+                asked.limit_per_metric,
+            )
+        except StrataError as exc:
+            return error_json(exc)
+        return JSONResponse({"status": "success", "data": data})
+
+    async def query_exemplars(self, request: Request) -> Response:
+        """GET|POST /api/v1/query_exemplars: 404, exemplars are the gateways' to serve."""
+        return error_json(NotFound(EXEMPLARS_ELSEWHERE))

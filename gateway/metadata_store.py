@@ -6,7 +6,8 @@ is new or its type, unit or help changed; "last seen" times ride along with thos
 writes and the final one at shutdown. Senders repeat metadata (Prometheus every minute
 with 1.0, with every series with 2.0), so what a crash can cost is last-seen times.
 A copy merged over every gateway's goes to the bucket, `<tenant>/metric-metadata.json`,
-for processes without the gateway's disk (the compactor: `read_bucket_metadata`).
+for processes without the gateway's disk (the compactor: `read_bucket_metadata`;
+`strata query`'s /api/v1/metadata: `BucketMetadata`).
 Format and limits: docs/metadata-exemplars.md.
 """
 
@@ -127,6 +128,23 @@ def is_counter(records: Records, metric: str) -> bool:
     """Whether `metric` was described as a counter (one never described is not)."""
     record = records.get(metric)
     return record is not None and record.type in COUNTER_TYPES
+
+
+def query_records(
+    metrics: Records, metric: str | None, limit: int, limit_per_metric: int
+) -> dict[str, list[dict[str, str]]]:
+    """Prometheus's /api/v1/metadata `data` of a tenant's records: metric -> [{type, help,
+    unit}], by name; `limit` metrics at most and `limit_per_metric` entries each (<= 0:
+    no limit)."""
+    names = sorted(metrics) if metric is None else [metric] if metric in metrics else []
+    if limit > 0:
+        names = names[:limit]
+    out: dict[str, list[dict[str, str]]] = {}
+    for name in names:
+        record = metrics[name]
+        entries = [{"type": record.type, "help": record.help, "unit": record.unit}]
+        out[name] = entries[:limit_per_metric] if limit_per_metric > 0 else entries
+    return out
 
 
 def merge_records(ours: Records, theirs: Records, limit: int) -> Records:
@@ -300,18 +318,48 @@ class MetadataStore:
     def query(
         self, tenant: str, metric: str | None, limit: int, limit_per_metric: int
     ) -> dict[str, list[dict[str, str]]]:
-        """Prometheus's /api/v1/metadata `data`: metric -> [{type, help, unit}], by name;
-        `limit` metrics at most and `limit_per_metric` entries each (<= 0: no limit)."""
-        metrics = self.tenants.get(tenant, {})
-        names = sorted(metrics) if metric is None else [metric] if metric in metrics else []
-        if limit > 0:
-            names = names[:limit]
-        out: dict[str, list[dict[str, str]]] = {}
-        for name in names:
-            record = metrics[name]
-            entries = [{"type": record.type, "help": record.help, "unit": record.unit}]
-            out[name] = entries[:limit_per_metric] if limit_per_metric > 0 else entries
-        return out
+        """Prometheus's /api/v1/metadata `data` for a tenant (`query_records`)."""
+        return query_records(self.tenants.get(tenant, {}), metric, limit, limit_per_metric)
+
+
+class BucketMetadata:
+    """Tenants' metadata as the bucket copies hold them, for a process without a gateway's
+    disk (`strata query`): a tenant's copy is one small GET, fetched again once older than
+    `refresh_s` (as the querier's bucket indexes are), so requests in between cost none."""
+
+    def __init__(self, store: ObjectStore, *, refresh_s: float) -> None:
+        self.store = store
+        self.refresh_s = refresh_s
+        self._entries: dict[str, tuple[Records, float]] = {}
+        self._lock = threading.Lock()
+
+    def records(self, tenant: str) -> Records:
+        """The tenant's records as of at most `refresh_s` ago ({} without a copy); blocking:
+        call from a thread. StorageError when the bucket cannot be read."""
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(tenant)
+        if entry is not None and now - entry[1] < self.refresh_s:
+            return entry[0]
+        records = read_bucket_metadata(self.store, tenant)
+        with self._lock:
+            # Expired entries serve nobody: dropping them bounds the cache by the tenants
+            # asked about within one refresh interval, whatever tenant ids clients send.
+            self._entries = {
+                name: kept for name, kept in self._entries.items() if now - kept[1] < self.refresh_s
+            }
+            self._entries[tenant] = (records, now)
+        return records
+
+    def query(
+        self, tenant: str, metric: str | None, limit: int, limit_per_metric: int
+    ) -> dict[str, list[dict[str, str]]]:
+        """Prometheus's /api/v1/metadata `data` for a tenant (`query_records`); blocking."""
+        return query_records(self.records(tenant), metric, limit, limit_per_metric)
+
+    def __len__(self) -> int:
+        """Tenants held."""
+        return len(self._entries)
 
 
 def write_atomically(path: Path, data: bytes) -> None:

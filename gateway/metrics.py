@@ -29,13 +29,20 @@ class GatewayMetrics:
         )
         self.samples_received = Counter(
             "strata_samples_received_total",
-            "Samples accepted into the WAL and head (resends of stored samples included).",
+            "Float samples accepted into the WAL and head (resends of stored samples included).",
+            ["tenant"],
+            registry=registry,
+        )
+        self.histograms_received = Counter(
+            "strata_histograms_received_total",
+            "Native histogram samples accepted into the WAL and head (the Histograms-Written "
+            "count: resends of stored ones included).",
             ["tenant"],
             registry=registry,
         )
         self.samples_rejected = Counter(
             "strata_samples_rejected_total",
-            "Samples refused, by reason.",
+            "Samples and native histogram samples refused, by reason.",
             ["tenant", "reason"],
             registry=registry,
         )

@@ -492,6 +492,8 @@ class Ingester:
         kept = outcome.stored + outcome.resent
         if kept:
             self.metrics.samples_received.labels(tenant).inc(kept)
+        if outcome.histograms_stored:
+            self.metrics.histograms_received.labels(tenant).inc(outcome.histograms_stored)
         for reason, count in outcome.rejected.items():
             self.metrics.samples_rejected.labels(tenant, reason).inc(count)
         if outcome.exemplars_kept:

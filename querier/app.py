@@ -3,6 +3,8 @@
 It holds no head and writes nothing, so any number of replicas can serve one bucket.
 Blocks a gateway has uploaded show up once the tenant's bucket index is fetched again
 (`--bucket-index-refresh-s`); data still in a gateway's head is that gateway's to serve.
+GET /api/v1/metadata answers from the tenant's metadata copy in the bucket, fetched
+again as often; /api/v1/query_exemplars answers 404: exemplars are only on gateways.
 """
 
 from __future__ import annotations
@@ -19,12 +21,18 @@ from blocks.objstore.factory import open_existing_store
 from gateway.auth import Access, install_auth
 from gateway.config import GatewayConfig
 from gateway.http import add_status_routes, install_error_handlers
+from gateway.metadata_api import EXEMPLARS_PATH, METADATA_PATH, BucketMetadataAPI
+from gateway.metadata_store import BucketMetadata
 from gateway.tenant_limits import Limits
 from querier.engine import Engine, LocalView
 from querier.metrics import CacheCollector, QuerierMetrics
 from querier.read_api import READ_PATH, ReadHandler
 
 log = logging.getLogger(__name__)
+
+# What each data path of the querier needs when auth is on: reading the tenant, as on
+# `strata serve`.
+AUTH_ROUTES = {READ_PATH: Access.READ, METADATA_PATH: Access.READ, EXEMPLARS_PATH: Access.READ}
 
 
 def build_read_handler(
@@ -84,8 +92,21 @@ def create_query_app(config: GatewayConfig, registry: CollectorRegistry) -> Fast
 
     app = FastAPI(title="Strata querier", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
-    install_auth(app, config, registry, {READ_PATH: Access.READ})
+    install_auth(app, config, registry, AUTH_ROUTES)
 
     app.add_api_route(READ_PATH, reader.endpoint, methods=["POST"], include_in_schema=False)
+    metadata_api = BucketMetadataAPI(
+        BucketMetadata(store, refresh_s=config.bucket_index_refresh_s),
+        default_tenant=config.default_tenant,
+    )
+    app.add_api_route(
+        METADATA_PATH, metadata_api.metadata, methods=["GET"], include_in_schema=False
+    )
+    app.add_api_route(
+        EXEMPLARS_PATH,
+        metadata_api.query_exemplars,
+        methods=["GET", "POST"],
+        include_in_schema=False,
+    )
     add_status_routes(app, registry, lambda: True)
     return app
