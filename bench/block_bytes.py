@@ -43,6 +43,7 @@ from blocks.meta import CHUNKS_DIRNAME, INDEX_FILENAME, META_FILENAME, BlockMeta
 from blocks.objstore.local import LocalStore
 from blocks.reader import BlockReader
 from gateway.config import GatewayConfig
+from gateway.head import series_key_of
 from gateway.head_cut import build_blocks
 from gateway.validate import LabelRules, canonical_labels, encode_labels
 from proto.write_raw_pb2 import RawWriteRequest
@@ -158,7 +159,8 @@ def check_corpus(corpus: Corpus) -> None:
 def encode_blocks(corpus: Corpus, parent: Path) -> tuple[list[BlockMeta], float]:
     """Cut the whole corpus into blocks under `parent`; their metas and the seconds taken."""
     started = time.perf_counter()
-    metas = build_blocks(parent, TENANT, corpus.labels, corpus.refs, corpus.ts, corpus.values)
+    keys = [series_key_of(labels) for labels in corpus.labels]
+    metas = build_blocks(parent, TENANT, keys, corpus.refs, corpus.ts, corpus.values)
     return metas, time.perf_counter() - started
 
 

@@ -84,6 +84,7 @@ from compactor.metrics import CompactorMetrics
 from compactor.planner import Action, Downsample, Merge
 from compactor.rewrite import Progress, Written, write_downsample, write_merge
 from compactor.run import Compactor
+from gateway.head import series_key_of
 from gateway.head_cut import build_blocks
 from gateway.validate import encode_labels
 from proto import remote_pb2, types_pb2
@@ -213,7 +214,7 @@ def rewrite_corpus(
     metas = build_blocks(
         work,
         TENANT,
-        corpus.labels,
+        [series_key_of(labels) for labels in corpus.labels],
         corpus.refs,
         corpus.ts,
         corpus.values,
@@ -331,7 +332,7 @@ def fill_bucket(fleet: Fleet, root: Path, work: Path) -> list[BlockMeta]:
 
 def cut_and_upload(fleet: Fleet, store: LocalStore, work: Path) -> list[BlockMeta]:
     """Blocks of every 2-hour window, as build_blocks cuts a gateway's head, uploaded."""
-    keys = [encode_labels(list(labels)) for labels in fleet.labels]
+    keys = [series_key_of(encode_labels(list(labels))) for labels in fleet.labels]
     metas: list[BlockMeta] = []
     for day in range(fleet.start_ms, fleet.end_ms, DAY_MS):
         refs, ts, values = [], [], []

@@ -6,8 +6,10 @@ Runs the gateway's app in process (its lifespan, a temporary data directory, WAL
 off: durability does not change what stays in memory), sends it `scrapes` scrapes of
 bench.fleet's series through httpx's ASGI transport, as bench.peers sends them over
 HTTP, and then takes a tracemalloc snapshot. Prints the Python allocations still held,
-by source line, as bytes per series, and the RSS growth for comparison (numpy arrays
-are traced too; the interpreter's own overhead and freed-but-kept heap are not).
+by source line, as bytes per series, the most ever held at once while writing (the
+transient peaks: a dict's table doubling, a freeze of the uncompressed samples, requests
+in flight), and the RSS growth for comparison (numpy arrays are traced too; the
+interpreter's own overhead and freed-but-kept heap are not).
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ WRITE_HEADERS = {
 TOP = 25
 
 
-async def send(data_dir: Path, series: int, scrapes: int) -> tuple[tracemalloc.Snapshot, int]:
-    """Write the fleet into a fresh in-process gateway; the snapshot and RSS growth (KiB)."""
+async def send(data_dir: Path, series: int, scrapes: int) -> tuple[tracemalloc.Snapshot, int, int]:
+    """Write the fleet into a fresh in-process gateway; the snapshot, the traced peak over
+    what was held before the writes (bytes) and the RSS growth (KiB)."""
     fleet = Fleet(series)
     encoder = ScrapeEncoder(fleet.labels)
     start_ms = FLEET_END_MS - scrapes * fleet.interval_ms
@@ -58,15 +61,17 @@ async def send(data_dir: Path, series: int, scrapes: int) -> tuple[tracemalloc.S
                 await asyncio.sleep(0.01)
             rss_before = proc_status_kib(os.getpid(), "VmRSS")
             tracemalloc.start(1)
+            start = tracemalloc.get_traced_memory()[0]
             for body in bodies:
                 answer = await client.post("/api/v1/write", content=body, headers=WRITE_HEADERS)
                 if answer.status_code // 100 != 2:
                     raise RuntimeError(f"write answered {answer.status_code}: {answer.text}")
             gc.collect()
             snapshot = tracemalloc.take_snapshot()
+            peak = tracemalloc.get_traced_memory()[1] - start
             tracemalloc.stop()
             grown = proc_status_kib(os.getpid(), "VmRSS") - rss_before
-    return snapshot, grown
+    return snapshot, peak, grown
 
 
 def main() -> int:
@@ -76,12 +81,13 @@ def main() -> int:
     parser.add_argument("--scrapes", type=int, default=8)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="strata-memory-") as tmp:
-        snapshot, grown_kib = asyncio.run(send(Path(tmp), args.series, args.scrapes))
+        snapshot, peak, grown_kib = asyncio.run(send(Path(tmp), args.series, args.scrapes))
     stats = snapshot.statistics("lineno")
     total = sum(s.size for s in stats)
     print(f"{args.series:,} series x {args.scrapes} scrapes")
     print(f"RSS growth while writing: {grown_kib * 1024 / args.series:,.0f} B / series")
-    print(f"traced and still held: {total / args.series:,.0f} B / series\n")
+    print(f"traced and still held: {total / args.series:,.0f} B / series")
+    print(f"traced peak while writing: {peak / args.series:,.0f} B / series\n")
     print("| B / series | blocks | where |\n|---|---|---|")
     for stat in stats[:TOP]:
         frame = stat.traceback[0]

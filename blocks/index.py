@@ -3,8 +3,10 @@
 Symbols (every label name and value once, sorted), series (sorted label sets as symbol
 refs, each with its chunks), pages (where each chunk page lies), postings (for each
 label pair, the series that have it) and, in blocks holding native histograms, an
-optional section of histogram chunks (older readers never needed it). Each section is a
-few numpy columns compressed with zstandard; bytes in, bytes out.
+optional section of histogram chunks (older readers never needed it), and in blocks
+holding start timestamps of float samples, an optional section of their change events
+(blocks/start_store.py). Each section is a few numpy columns compressed with zstandard;
+bytes in, bytes out.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import zstandard
 
 from blocks.compression import decompress
 from blocks.errors import CorruptBlock
+from blocks.start_store import StartEvents
 
 INDEX_MAGIC = b"STRATAIX"
 INDEX_VERSION = 1
@@ -29,6 +32,9 @@ SECTION_SYMBOLS, SECTION_SERIES, SECTION_CHUNKS, SECTION_PAGES, SECTION_POSTINGS
 # Optional: written only when the block holds histogram samples, so a block without any
 # is byte for byte what it was before histograms existed.
 SECTION_HISTOGRAMS = 6
+# Optional too: written only when the block holds start-timestamp events of float samples
+# (blocks/start_store.py); a block without any is byte for byte what it was before.
+SECTION_STARTS = 7
 # dtype code, element count
 ARRAY_HEADER = struct.Struct("<BQ")
 DTYPES: dict[int, np.dtype[np.generic]] = {
@@ -97,7 +103,9 @@ class HistogramRefs:
         """Histogram samples in the block."""
         return int(self.samples.sum())
 
-    def rows(self, ids: Sequence[int], mint: int, maxt: int) -> tuple[np.ndarray, np.ndarray]:
+    def rows(
+        self, ids: Sequence[int] | np.ndarray, mint: int, maxt: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The chunk rows of the series `ids` overlapping [mint, maxt], in series then time
         order, and for each the position in `ids` of its series."""
         wanted = np.asarray(ids, dtype=np.int64)
@@ -111,14 +119,17 @@ class HistogramRefs:
 
     def samples_in_range(self, ids: np.ndarray, mint: int, maxt: int) -> np.ndarray:
         """Per series in `ids`, the histograms of its chunks overlapping [mint, maxt]."""
-        overlap = (self.maxt >= mint) & (self.mint <= maxt)
-        per_chunk = np.where(overlap, self.samples.astype(np.int64), 0)
-        running = np.zeros(len(per_chunk) + 1, dtype=np.int64)
-        np.cumsum(per_chunk, out=running[1:])
-        offsets = self.offsets.astype(np.int64)
-        at = ids.astype(np.int64)
-        counts: np.ndarray = running[offsets[at + 1]] - running[offsets[at]]
-        return counts
+        rows, owners = self.rows(ids, mint, maxt)
+        return per_owner_sum(self.samples[rows], owners, len(ids))
+
+
+def per_owner_sum(values: np.ndarray, owners: np.ndarray, count: int) -> np.ndarray:
+    """int64 sums of `values` grouped by `owners` (positions 0..count-1)."""
+    if not len(values):
+        return np.zeros(count, dtype=np.int64)
+    # bincount sums in float64: exact here, chunk sample counts are far below 2**53.
+    sums: np.ndarray = np.bincount(owners, weights=values, minlength=count).astype(np.int64)
+    return sums
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +147,7 @@ class BlockIndex:
     posting_offsets: np.ndarray  # u64, pairs + 1
     posting_series: np.ndarray  # u32 series ids
     histograms: HistogramRefs | None = None  # None: the block holds no histogram
+    starts: StartEvents | None = None  # None: the block holds no start-timestamp event
 
     @property
     def series_count(self) -> int:
@@ -188,7 +200,9 @@ class BlockIndex:
             return np.zeros(0, dtype=np.uint32)
         return self.posting_series[self.posting_offsets[i] : self.posting_offsets[i + 1]]
 
-    def chunk_rows(self, ids: Sequence[int], mint: int, maxt: int) -> tuple[np.ndarray, np.ndarray]:
+    def chunk_rows(
+        self, ids: Sequence[int] | np.ndarray, mint: int, maxt: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The rows in `chunks` of the series `ids` that overlap [mint, maxt], in series
         then time order, and for each the position in `ids` of its series."""
         wanted = np.asarray(ids, dtype=np.int64)
@@ -277,6 +291,9 @@ def encode_index(index: BlockIndex) -> bytes:
                 histograms.samples,
             ]
         )
+    starts = index.starts
+    if starts is not None and starts.total:
+        sections[SECTION_STARTS] = _pack([starts.offsets, starts.ts, starts.start])
     out = [INDEX_HEADER.pack(INDEX_MAGIC, INDEX_VERSION, len(sections))]
     offset = INDEX_HEADER.size + SECTION_ENTRY.size * len(sections)
     table = []
@@ -327,6 +344,9 @@ def decode_index(data: bytes) -> BlockIndex:
     histograms = None
     if SECTION_HISTOGRAMS in sections:
         histograms = HistogramRefs(*_unpack(sections[SECTION_HISTOGRAMS], 7))
+    starts = None
+    if SECTION_STARTS in sections:
+        starts = StartEvents(*_unpack(sections[SECTION_STARTS], 3))
     index = BlockIndex(
         symbols=symbols,
         label_offsets=label_offsets,
@@ -339,6 +359,7 @@ def decode_index(data: bytes) -> BlockIndex:
         posting_offsets=offsets,
         posting_series=series,
         histograms=histograms,
+        starts=starts,
     )
     check_index(index)
     return index
@@ -374,5 +395,7 @@ def check_index(index: BlockIndex) -> None:
         columns = (histograms.offset, histograms.length, histograms.mint, histograms.maxt)
         if any(len(c) != rows for c in (*columns, histograms.samples)):
             problems.append("histogram chunk columns differ in length")
+    if index.starts is not None:
+        problems += index.starts.problems(n_series)
     if problems:
         raise CorruptBlock("; ".join(problems), obj="index")

@@ -3,15 +3,18 @@
 Series are added in label order; their samples are cut into chunks, chunks packed into
 pages, pages appended to chunk segment files as they fill, so memory holds one page,
 not the block. A series' native histograms go into histogram chunks
-(blocks/histogram_store.py), written to the same segment files as they come. The
-directory is built as `<id>.tmp` and renamed when complete.
+(blocks/histogram_store.py), written to the same segment files as they come; its
+start-timestamp events (blocks/start_store.py) go into the index. The directory is built
+as `<id>.tmp` and renamed when complete.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from array import array
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,6 +33,7 @@ from blocks.meta import (
     BlockStats,
     Resolution,
 )
+from blocks.start_store import StartEvents, StartPart
 
 # A chunk holds at most this many samples: the unit a query trims to its time range.
 CHUNK_MAX_SAMPLES = 2048
@@ -63,13 +67,19 @@ class BlockWriter:
         if self.dir.exists():
             shutil.rmtree(self.dir)
         (self.dir / CHUNKS_DIRNAME).mkdir(parents=True)
-        self._labels: list[Labels] = []
-        self._chunk_offsets = [0]
-        self._chunk_page: list[int] = []
-        self._chunk_slot: list[int] = []
-        self._chunk_mint: list[int] = []
-        self._chunk_maxt: list[int] = []
-        self._chunk_samples: list[int] = []
+        # Per series and chunk, numbers in arrays, not lists of Python ints; labels as
+        # symbol ids (in order of first use; numbered in sorted order by `finish`): with
+        # many series a block's labels as Python str tuples came to ~800 bytes a series.
+        self._symbol_ids: dict[str, int] = {}
+        self._label_ids = array("I")  # name, value id per pair
+        self._label_offsets = array("Q", [0])
+        self._last_labels: Labels | None = None
+        self._chunk_offsets = array("Q", [0])
+        self._chunk_page = array("I")
+        self._chunk_slot = array("I")
+        self._chunk_mint = array("q")
+        self._chunk_maxt = array("q")
+        self._chunk_samples = array("I")
         self._page_segment: list[int] = []
         self._page_offset: list[int] = []
         self._page_length: list[int] = []
@@ -80,13 +90,17 @@ class BlockWriter:
         self._segment = 0
         self._segment_bytes = 0
         self._file: BinaryIO | None = None
-        self._hist_offsets = [0]
+        self._hist_offsets = array("Q", [0])
         self._hist_segment: list[int] = []
         self._hist_offset: list[int] = []
         self._hist_length: list[int] = []
         self._hist_mint: list[int] = []
         self._hist_maxt: list[int] = []
         self._hist_samples: list[int] = []
+        self._start_offsets = array("Q", [0])
+        self._start_ts: list[np.ndarray] = []
+        self._start_values: list[np.ndarray] = []
+        self.start_events = 0
         self.samples = 0
         self.histograms = 0
         self.bytes = 0
@@ -99,15 +113,23 @@ class BlockWriter:
         timestamps: np.ndarray,
         values: np.ndarray,
         histograms: Histograms | None = None,
+        starts: StartPart | None = None,
     ) -> None:
         """Add a series with time-sorted, duplicate-free samples and histograms (each
-        kind on its own: one timestamp may hold both); series in label order."""
-        if self._labels and labels <= self._labels[-1]:
-            raise OutOfOrder(f"series {labels} added after {self._labels[-1]}")
+        kind on its own: one timestamp may hold both) and start-timestamp events (sorted
+        by sample timestamp, one per timestamp); series in label order."""
+        if self._last_labels is not None and labels <= self._last_labels:
+            raise OutOfOrder(f"series {labels} added after {self._last_labels}")
         has_histograms = histograms is not None and len(histograms[0]) > 0
-        if not len(timestamps) and not has_histograms:
+        has_starts = starts is not None and len(starts[0]) > 0
+        if not len(timestamps) and not has_histograms and not has_starts:
             return
-        self._labels.append(labels)
+        self._add_labels(labels)
+        if starts is not None and has_starts:
+            self._start_ts.append(starts[0])
+            self._start_values.append(starts[1])
+            self.start_events += len(starts[0])
+        self._start_offsets.append(self.start_events)
         if histograms is not None and has_histograms:
             self._add_histograms(*histograms)
         self._hist_offsets.append(len(self._hist_segment))
@@ -132,6 +154,14 @@ class BlockWriter:
         first, last = int(timestamps[0]), int(timestamps[-1])
         self.mint = first if self.mint is None else min(self.mint, first)
         self.maxt = last if self.maxt is None else max(self.maxt, last)
+
+    def _add_labels(self, labels: Labels) -> None:
+        self._last_labels = labels
+        ids = self._symbol_ids
+        for name, value in labels:
+            self._label_ids.append(ids.setdefault(name, len(ids)))
+            self._label_ids.append(ids.setdefault(value, len(ids)))
+        self._label_offsets.append(len(self._label_ids) // 2)
 
     def _add_histograms(self, timestamps: np.ndarray, payloads: Sequence[bytes]) -> None:
         for start in range(0, len(timestamps), HISTOGRAM_CHUNK_MAX_SAMPLES):
@@ -214,7 +244,7 @@ class BlockWriter:
             level=level,
             sources=sources or (self.block_id,),
             stats=BlockStats(
-                series=len(self._labels),
+                series=len(self._label_offsets) - 1,
                 samples=self.samples,
                 chunks=len(self._chunk_page),
                 pages=len(self._page_offset),
@@ -242,22 +272,17 @@ class BlockWriter:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _build_index(self) -> BlockIndex:
-        symbols = sorted({s for labels in self._labels for pair in labels for s in pair})
-        number = {s: i for i, s in enumerate(symbols)}
-        pairs = [number[s] for labels in self._labels for pair in labels for s in pair]
-        label_offsets = np.zeros(len(self._labels) + 1, dtype=np.uint64)
-        label_offsets[1:] = np.cumsum([len(labels) for labels in self._labels])
-        postings: dict[tuple[int, int], list[int]] = {}
-        for series, labels in enumerate(self._labels):
-            for name, value in labels:
-                postings.setdefault((number[name], number[value]), []).append(series)
-        keys = sorted(postings)
-        posting_offsets = np.zeros(len(keys) + 1, dtype=np.uint64)
-        posting_offsets[1:] = np.cumsum([len(postings[k]) for k in keys])
+        symbols = sorted(self._symbol_ids)
+        number = np.zeros(len(symbols), dtype=np.uint32)
+        first_use = np.array([self._symbol_ids[s] for s in symbols], dtype=np.int64)
+        number[first_use] = np.arange(len(symbols), dtype=np.uint32)
+        pairs = number[np.array(self._label_ids, dtype=np.int64)]
+        label_offsets = np.array(self._label_offsets, dtype=np.uint64)
+        postings = _postings(pairs[0::2], pairs[1::2], np.diff(label_offsets).astype(np.int64))
         return BlockIndex(
             symbols=symbols,
             label_offsets=label_offsets,
-            label_pairs=np.array(pairs, dtype=np.uint32),
+            label_pairs=pairs,
             chunk_offsets=np.array(self._chunk_offsets, dtype=np.uint64),
             chunks=ChunkRefs(
                 page=np.array(self._chunk_page, dtype=np.uint32),
@@ -271,10 +296,10 @@ class BlockWriter:
                 offset=np.array(self._page_offset, dtype=np.uint64),
                 length=np.array(self._page_length, dtype=np.uint32),
             ),
-            posting_names=np.array([k[0] for k in keys], dtype=np.uint32),
-            posting_values=np.array([k[1] for k in keys], dtype=np.uint32),
-            posting_offsets=posting_offsets,
-            posting_series=np.array([s for k in keys for s in postings[k]], dtype=np.uint32),
+            posting_names=postings.names,
+            posting_values=postings.values,
+            posting_offsets=postings.offsets,
+            posting_series=postings.series,
             histograms=HistogramRefs(
                 offsets=np.array(self._hist_offsets, dtype=np.uint64),
                 segment=np.array(self._hist_segment, dtype=np.uint32),
@@ -286,4 +311,35 @@ class BlockWriter:
             )
             if self._hist_segment
             else None,
+            starts=self._start_events() if self.start_events else None,
         )
+
+    def _start_events(self) -> StartEvents:
+        return StartEvents(
+            offsets=np.array(self._start_offsets, dtype=np.uint64),
+            ts=np.concatenate(self._start_ts).astype(np.int64, copy=False),
+            start=np.concatenate(self._start_values).astype(np.int64, copy=False),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Postings:
+    """Per (name, value) pair in symbol order, the series holding it, ascending."""
+
+    names: np.ndarray  # u32
+    values: np.ndarray  # u32
+    offsets: np.ndarray  # u64, pairs + 1
+    series: np.ndarray  # u32
+
+
+def _postings(names: np.ndarray, values: np.ndarray, pairs_per_series: np.ndarray) -> Postings:
+    """The postings of series whose label pairs are (names, values), series after series."""
+    series = np.repeat(np.arange(len(pairs_per_series), dtype=np.uint32), pairs_per_series)
+    order = np.lexsort((series, values, names))
+    names, values, series = names[order], values[order], series[order]
+    first = np.ones(len(names), dtype=bool)
+    first[1:] = (names[1:] != names[:-1]) | (values[1:] != values[:-1])
+    offsets = np.zeros(int(first.sum()) + 1, dtype=np.uint64)
+    offsets[:-1] = np.flatnonzero(first)
+    offsets[-1] = len(names)
+    return Postings(names[first], values[first], offsets, series)

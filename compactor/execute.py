@@ -170,13 +170,14 @@ class Executor:
 def _log_written(verb: str, tenant: str, meta: BlockMeta, written: Written) -> None:
     rate = meta.stats.samples / written.seconds / 1e6 if written.seconds > 0 else 0.0
     log.info(
-        "%s block tenant=%s block=%s series=%d samples=%d bytes=%d seconds=%.2f "
-        "msamples_per_s=%.2f",
+        "%s block tenant=%s block=%s series=%d samples=%d start_events=%d bytes=%d "
+        "seconds=%.2f msamples_per_s=%.2f",
         verb,
         tenant,
         meta.block_id,
         meta.stats.series,
         meta.stats.samples,
+        written.start_events,
         meta.stats.bytes,
         written.seconds,
         rate,

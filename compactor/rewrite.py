@@ -6,7 +6,9 @@ The caller uploads the result. Merge rules (docs/compactor.md#merging): each tim
 once; where sources disagree, the newest block (highest id) wins, the rule the querier
 applies too, so a query answers the same before and after compaction. Native histograms
 are merged by the same rule and copied bit for bit; downsampling keeps the ones
-`rate`/`increase` need (blocks/histogram_downsample.py, docs/compactor.md).
+`rate`/`increase` need (blocks/histogram_downsample.py, docs/compactor.md). Start-timestamp
+events of float samples (blocks/start_store.py) merge by the same rule too, and a
+downsampled block keeps all of them, on the series' own label set: they tell the resets.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from blocks.index import BlockIndex
 from blocks.meta import BlockMeta, Resolution
 from blocks.objstore.base import ObjectStore
 from blocks.reader import BlockReader
+from blocks.start_store import StartPart, empty_part, merge_start_parts
 from blocks.ulid import new_ulid
 from blocks.writer import BlockWriter
 from compactor.planner import Downsample, Merge
@@ -64,6 +67,7 @@ class Written:
     path: Path
     seconds: float
     samples_read: int
+    start_events: int = 0
 
 
 class SourceBlock:
@@ -89,6 +93,14 @@ class SourceBlock:
         if not ids:
             return {}
         return self.reader.read_series(ids, np.iinfo(np.int64).min, np.iinfo(np.int64).max)
+
+    def read_starts(self, series: int) -> StartPart:
+        """A series' start-timestamp events within the block's range (none from a block
+        without them)."""
+        events = self.reader.index.starts
+        if events is None:
+            return empty_part()
+        return events.part(series, self.meta.mint, self.meta.maxt - 1)
 
     def read_histograms(self, ids: Sequence[int]) -> dict[int, HistogramPart]:
         """Every histogram of these series (none from a block without histograms)."""
@@ -138,7 +150,12 @@ def write_merge(
                     if key in s.ids and s.ids[key] in histograms[id(s)]
                 ]
                 kept = merge_histogram_parts(found_histograms, action.mint, action.maxt - 1)
-                writer.add_series(list(key), ts, values, kept)
+                starts = merge_start_parts(
+                    (s.read_starts(s.ids[key]) for s in by_age if key in s.ids),
+                    action.mint,
+                    action.maxt - 1,
+                )
+                writer.add_series(list(key), ts, values, kept, starts)
         meta = writer.finish(
             tenant=action.tenant,
             resolution=action.resolution,
@@ -151,7 +168,7 @@ def write_merge(
     except BaseException:
         writer.abort()
         raise
-    return Written(meta, writer.final_dir, time.monotonic() - started, read)
+    return Written(meta, writer.final_dir, time.monotonic() - started, read, writer.start_events)
 
 
 def _count(source: SourceBlock, key: LabelKey) -> int:
@@ -238,16 +255,25 @@ def write_downsample(
         for key, series in source.ids.items()
         if split_aggregate(key)[1] is None and source.histogram_counts[series]
     }
+    # Start-timestamp events stay there too, all of them.
+    events = source.reader.index.starts
+    start_series = {
+        key: series
+        for key, series in source.ids.items()
+        if split_aggregate(key)[1] is None and events is not None and events.count(series)
+    }
     cache = _AggregateCache(AGGREGATE_CACHE_BYTES)
     writer = BlockWriter(work_dir, new_ulid())
     read = 0
     position = {key: i for i, (key, _, _) in enumerate(outputs)}
-    keys = sorted(position.keys() | histogram_series.keys())
+    keys = sorted(position.keys() | histogram_series.keys() | start_series.keys())
 
     def samples_of(key: LabelKey) -> int:
         if key in position:
             return int(source.sample_counts[outputs[position[key]][1]])
-        return int(source.histogram_counts[histogram_series[key]])
+        if key in histogram_series:
+            return int(source.histogram_counts[histogram_series[key]])
+        return 0
 
     try:
         for batch in _batches(keys, samples_of, progress):
@@ -267,9 +293,13 @@ def write_downsample(
                     coarse = downsample_aggregate(aggregate, (ts, values), resolution)
                     cache.put(series, _only(aggregate, coarse))
             for key in batch:
-                if key in histogram_series:
-                    thinned = downsample_histograms(*histograms[histogram_series[key]], resolution)
-                    writer.add_series(list(key), *_empty(), thinned)
+                if key in histogram_series or key in start_series:
+                    thinned = None
+                    if key in histogram_series:
+                        found = histograms[histogram_series[key]]
+                        thinned = downsample_histograms(*found, resolution)
+                    starts = source.read_starts(start_series[key]) if key in start_series else None
+                    writer.add_series(list(key), *_empty(), thinned, starts)
                     continue
                 _, series, aggregate = outputs[position[key]]
                 ts, values = cache.get(series)[aggregate]
@@ -286,7 +316,7 @@ def write_downsample(
     except BaseException:
         writer.abort()
         raise
-    return Written(meta, writer.final_dir, time.monotonic() - started, read)
+    return Written(meta, writer.final_dir, time.monotonic() - started, read, writer.start_events)
 
 
 def _only(aggregate: Aggregate, samples: Samples) -> Aggregates:

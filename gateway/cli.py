@@ -18,8 +18,10 @@ from blocks.catalog import (
     collect_rows,
     dump_series,
     format_json_lines,
+    format_labels,
     format_summary,
     format_table,
+    format_time,
     open_block,
     parse_block_ref,
     parse_matcher,
@@ -32,6 +34,7 @@ from blocks.objstore.factory import bucket_label, open_existing_store
 from compactor.config import build_compactor_config, compactor_settings
 from gateway.config import ConfigError, FileValue, GatewayConfig, build_config, settings
 from gateway.config_file import CONFIG_ENV, load_config_file
+from gateway.selector import parse_selector
 from gateway.tenants import check_tenant
 
 T = TypeVar("T")
@@ -139,13 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_inspect_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`strata inspect blocks` and `strata inspect series`."""
+    """`strata inspect blocks`, `strata inspect series` and `strata inspect starts`."""
     inspect = commands.add_parser(
         "inspect",
         help="look into the bucket: its blocks as a table, or one series of a block",
         description="Look into the bucket without a running gateway: a table of its blocks "
-        "(tenant, time range, resolution, series, samples, bytes), or one block's series "
-        "with every sample's float64 bits.",
+        "(tenant, time range, resolution, series, samples, bytes), one block's series "
+        "with every sample's float64 bits, or the start timestamps of a tenant's series.",
     )
     what = inspect.add_subparsers(dest="inspect_command", required=True, metavar="WHAT")
     blocks = what.add_parser(
@@ -193,6 +196,23 @@ def add_inspect_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     )
     _add_time_range(series, "only samples in this range")
     add_setting_flags(series, INSPECT_SETTINGS)
+    starts = what.add_parser(
+        "starts",
+        help="the start (created) timestamps of a tenant's float series",
+        description="Print, from every block of a tenant, where its series' start (created) "
+        "timestamps change: a '# {labels} events=N' line per series, then per change "
+        "'sample_ms  UTC time  start_ms  UTC time' (the sample that brought the new start).",
+    )
+    starts.add_argument("--tenant", required=True, type=_arg(check_tenant), help="the tenant")
+    starts.add_argument(
+        "--match",
+        dest="selector",
+        type=_arg(parse_selector),
+        metavar="SELECTOR",
+        help="only series this PromQL selector selects, e.g. 'http_requests_total{job=\"api\"}'",
+    )
+    _add_time_range(starts, "only changes brought by samples in this range")
+    add_setting_flags(starts, INSPECT_SETTINGS)
 
 
 def _add_time_range(parser: argparse.ArgumentParser, what: str) -> None:
@@ -323,6 +343,8 @@ def run_inspect(args: argparse.Namespace) -> int:
         with open_existing_store(config.bucket) as store:
             if args.inspect_command == "blocks":
                 return _inspect_blocks(store, args)
+            if args.inspect_command == "starts":
+                return _inspect_starts(store, args)
             return _inspect_series(store, args)
     except Unavailable as exc:
         print(
@@ -364,6 +386,22 @@ def _inspect_series(store: ObjectStore, args: argparse.Namespace) -> int:
         print(f"strata: no series of {tenant}/{block_id} matches {wanted}", file=sys.stderr)
         return 1
     _print_lines(dump_series(reader, ids, args.mint, args.maxt))
+    return 0
+
+
+def _inspect_starts(store: ObjectStore, args: argparse.Namespace) -> int:
+    from querier.start_times import read_starts  # the head and querier, only needed here
+
+    found = read_starts(store, args.tenant, args.selector or [], args.mint, args.maxt)
+    if not found:
+        print(f"strata: no start timestamps of tenant {args.tenant} in range", file=sys.stderr)
+        return 1
+    for labels, (ts, starts) in found.items():
+        print(f"# {format_labels(labels)} events={len(ts)}")
+        _print_lines(
+            f"{t}  {format_time(t, always_millis=True)}  {s}  {format_time(s, always_millis=True)}"
+            for t, s in zip(ts.tolist(), starts.tolist(), strict=True)
+        )
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Samples may stand in several places at once (a block uploaded while its WAL segments
 were not yet removed, or re-cut after a crash); each (series, timestamp) counts once.
-Native histograms are read back the same way by `read_histograms`.
+Native histograms are read back the same way by `read_histograms`, start timestamps of
+float samples by `read_starts`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from blocks.objstore.base import ObjectStore
 from blocks.objstore.factory import open_store
 from blocks.objstore.local import LocalStore
 from blocks.reader import BlockReader
+from blocks.start_store import StartPart, merge_start_parts
 from blocks.upload import list_blocks
 from gateway.config import GatewayConfig
 from gateway.head import Head
@@ -105,6 +107,37 @@ def read_histograms(
                     parts.setdefault(tenant, {}).setdefault(labels, []).append(data[series])
     return {
         tenant: {k: _merge_histograms(v) for k, v in series.items()}
+        for tenant, series in parts.items()
+    }
+
+
+def read_starts(data_dir: Path, bucket_url: str = "") -> dict[str, dict[LabelSet, StartPart]]:
+    """tenant -> labels -> (sample timestamps, start timestamps) of every start-timestamp
+    event: the blocks of bucket and queue by id, then the WAL's head, later ones winning a
+    sample timestamp (querier/start_times.py)."""
+    from querier.start_times import block_starts, head_starts  # the querier builds on gateway
+
+    config = GatewayConfig(data_dir=data_dir, bucket_url=bucket_url)
+    parts: dict[str, dict[LabelSet, list[StartPart]]] = {}
+    stores: list[tuple[ObjectStore, str, str]] = []
+    everything = -(2**63), 2**63 - 1
+    with open_store(config.bucket) as bucket:
+        for tenant in bucket_tenants(bucket):
+            stores += [(bucket, tenant, block_id) for block_id in list_blocks(bucket, tenant)]
+        if config.upload_dir.is_dir():
+            queue = LocalStore(config.upload_dir)
+            stores += [(queue, t, d.name) for t, d in queued_blocks(config.upload_dir)]
+        for store, tenant, block_id in sorted(stores, key=lambda s: s[2]):  # oldest first
+            index = BlockReader(store, f"{tenant}/{block_id}").index
+            for labels, part in block_starts(index, [], *everything).items():
+                parts.setdefault(tenant, {}).setdefault(labels, []).append(part)
+    head = Head(max_bytes=1 << 62, freeze_samples=config.head_freeze_samples)
+    replay(config.wal_dir, head, repair=False)
+    for tenant, tenant_head in head.tenants.items():
+        for labels, part in head_starts(tenant_head, [], *everything).items():
+            parts.setdefault(tenant, {}).setdefault(labels, []).append(part)
+    return {
+        tenant: {k: merge_start_parts(v, *everything) for k, v in sorted(series.items())}
         for tenant, series in parts.items()
     }
 

@@ -27,24 +27,26 @@ from blocks.failpoints import failpoint
 from blocks.meta import META_FILENAME
 from blocks.objstore.base import ObjectStore
 from blocks.partial_uploads import clean_partial_uploads
+from blocks.sample_codec import decode_samples
 from blocks.ulid import is_ulid
 from blocks.upload import upload_block
 from gateway.config import GatewayConfig
-from gateway.head import Head, HeadSnapshot
+from gateway.head import FrozenBatch, Head, HeadSnapshot, TenantHead
 from gateway.head_cut import (
     HistogramColumns,
-    build_blocks,
-    split_at,
+    cut_snapshot,
     split_histograms_at,
+    split_starts_at,
     window_start,
 )
+from gateway.head_starts import StartColumns
 from gateway.metrics import GatewayMetrics
 from gateway.wal import WAL
 from gateway.write import Ingester
 from gateway.write_histograms import log_histograms
 
-# What a cut built for one tenant: the samples it keeps, the block dirs.
-Built = tuple[tuple[np.ndarray, np.ndarray, np.ndarray], list[Path]]
+# What a cut built for one tenant: the samples it keeps (as batches), the block dirs.
+Built = tuple[list[FrozenBatch], list[Path]]
 
 log = logging.getLogger(__name__)
 
@@ -208,18 +210,22 @@ class Shipper:
         # rotation closes will be deleted and they hold every tenant's samples.
         generation = self.wal.rotate()
         snapshots = {t: h.detach() for t, h in self.head.tenants.items()}
+        starts = {t: h.starts.take() for t, h in self.head.tenants.items()}
         self.in_flight = snapshots
         labels = {t: list(h.labels) for t, h in self.head.tenants.items()}
         try:
             built, kept_histograms = await asyncio.to_thread(
-                self._build_all, snapshots, labels, boundaries
+                self._build_all, snapshots, labels, boundaries, starts
             )
         except Exception:
             self.metrics.cut_failures.inc()
             log.exception("head cut failed; samples stay in the head")
             for tenant, snapshot in snapshots.items():
-                self.head.tenant(tenant).restore(*snapshot.sorted_samples())
+                # As taken out, batches in their order: the first of duplicates stays first.
+                self.head.tenant(tenant).restore_batches(snapshot.frozen)
+                self.head.tenant(tenant).restore(*snapshot.recent.sorted_view())
                 self.head.tenant(tenant).restore_histograms(*snapshot.histograms.columns())
+                self.head.tenant(tenant).starts.restore(starts[tenant])
             self.in_flight = {}
             return
         failpoint("gateway.cut.after_build")
@@ -229,9 +235,14 @@ class Shipper:
         pending = PendingTruncation(generation)
         # Listed before the first await: an upload may finish a block of this cut at once.
         self.pending.append(pending)
+        kept_starts = {
+            t: split_starts_at(events, boundaries.get(t, KEEP_ALL))[1]
+            for t, events in starts.items()
+        }
         for tenant, (keep, block_dirs) in built.items():
-            self.head.tenant(tenant).restore(*keep)
+            self.head.tenant(tenant).restore_batches(keep)
             self.head.tenant(tenant).restore_histograms(*kept_histograms[tenant])
+            self.head.tenant(tenant).starts.restore(kept_starts[tenant])
             # The upload loop may have taken a block out of the queue already, while the
             # build went on with other tenants: a block waited for that never comes back
             # would hold back every WAL truncation from here on.
@@ -243,8 +254,11 @@ class Shipper:
             # left out of the head would be missing from reads and from later cuts.
             for tenant, (keep, _) in built.items():
                 tenant_head = self.head.tenant(tenant)
-                if len(keep[0]):
-                    durable.append(self.ingester.log_samples(tenant_head, *keep))
+                # The kept events, then every series' last start: the segments going hold
+                # the events that set them, and a restart must not take a start seen
+                # before for a change.
+                checkpoint = kept_starts[tenant] + tenant_head.starts.last_starts()
+                await self._log_kept(tenant_head, keep, checkpoint)
                 if len(kept_histograms[tenant][0]):
                     durable.append(log_histograms(tenant_head, self.wal, *kept_histograms[tenant]))
             for future in durable:
@@ -259,11 +273,30 @@ class Shipper:
         failpoint("gateway.cut.after_checkpoint")
         self._truncate_wal()
 
+    async def _log_kept(
+        self, tenant_head: TenantHead, keep: list[FrozenBatch], checkpoint: StartColumns
+    ) -> None:
+        """Log the samples a cut kept, a batch at a time, each durable before the next is
+        decoded: a checkpoint holds one batch's record, not all the cut keeps."""
+        starts: StartColumns | None = checkpoint
+        for batch in keep:
+            logged = self.ingester.log_samples(
+                tenant_head, *decode_samples(batch.data), starts=starts
+            )
+            starts = None
+            await asyncio.wrap_future(logged)
+        if starts is not None and len(starts):
+            no_samples = np.zeros(0, np.uint32), np.zeros(0, np.int64), np.zeros(0, np.float64)
+            await asyncio.wrap_future(
+                self.ingester.log_samples(tenant_head, *no_samples, starts=starts)
+            )
+
     def _build_all(
         self,
         snapshots: dict[str, HeadSnapshot],
         labels: dict[str, list[bytes]],
         boundaries: dict[str, int],
+        starts: dict[str, StartColumns],
     ) -> tuple[dict[str, Built], dict[str, HistogramColumns]]:
         """The blocks of a cut (`_build`), and per tenant the histograms that stay."""
         kept = {
@@ -272,26 +305,29 @@ class Shipper:
             )[1]
             for tenant, snapshot in snapshots.items()
         }
-        return self._build(snapshots, labels, boundaries), kept
+        return self._build(snapshots, labels, boundaries, starts), kept
 
     def _build(
         self,
         snapshots: dict[str, HeadSnapshot],
         labels: dict[str, list[bytes]],
         boundaries: dict[str, int],
+        starts: dict[str, StartColumns],
     ) -> dict[str, Built]:
         built = {}
         for tenant, snapshot in snapshots.items():
             boundary = boundaries.get(tenant, KEEP_ALL)
-            split = split_at(*snapshot.sorted_samples(), boundary)
             old_histograms, _ = split_histograms_at(snapshot.histograms.columns(), boundary)
-            metas = build_blocks(
+            cut = cut_snapshot(
                 self.config.upload_dir / tenant,
                 tenant,
                 labels[tenant],
-                *split.old,
+                snapshot,
+                boundary,
                 histograms=old_histograms,
+                starts=split_starts_at(starts[tenant], boundary)[0],
             )
+            metas = cut.metas
             for meta in metas:
                 log.info(
                     "cut block tenant=%s block=%s mint=%d samples=%d bytes=%d",
@@ -302,7 +338,7 @@ class Shipper:
                     meta.stats.bytes,
                 )
             dirs = [self.config.upload_dir / tenant / m.block_id for m in metas]
-            built[tenant] = (split.keep, dirs)
+            built[tenant] = (cut.kept, dirs)
         return built
 
     async def upload_queued(self) -> None:

@@ -1,5 +1,5 @@
-"""WAL record payloads: series definitions, sample columns and native histogram samples;
-layout in docs/wal.md.
+"""WAL record payloads: series definitions, sample columns, native histogram samples and
+start-timestamp events of float samples; layout in docs/wal.md.
 
 Only the contents of records live here; framing and checksums are gateway/wal.py's.
 """
@@ -17,6 +17,9 @@ SERIES = 1
 SAMPLES = 2
 # Added with native histograms: WALs written before have no such record and replay as ever.
 HISTOGRAMS = 3
+# Added with start timestamps of float samples (gateway/head_starts.py); likewise absent
+# from older WALs.
+STARTS = 4
 # type, tenant length
 PREFIX = struct.Struct("<BB")
 COUNT = struct.Struct("<I")
@@ -54,6 +57,17 @@ class HistogramsRecord:
     refs: np.ndarray
     timestamps: np.ndarray
     payloads: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class StartsRecord:
+    """Start-timestamp entries: refs, sample timestamps, start timestamps; a sample
+    timestamp of gateway/head_starts.py's LAST_START_ONLY is a series' last start alone."""
+
+    tenant: str
+    refs: np.ndarray
+    timestamps: np.ndarray
+    starts: np.ndarray
 
 
 def _prefix(kind: int, tenant: str) -> bytes:
@@ -103,6 +117,21 @@ def encode_histograms(
     )
 
 
+def encode_starts(
+    tenant: str, refs: np.ndarray, timestamps: np.ndarray, starts: np.ndarray
+) -> bytes:
+    """A STARTS payload: refs (u32), sample timestamps (i64), start timestamps (i64)."""
+    return b"".join(
+        (
+            _prefix(STARTS, tenant),
+            COUNT.pack(len(refs)),
+            refs.astype("<u4", copy=False).tobytes(),
+            timestamps.astype("<i8", copy=False).tobytes(),
+            starts.astype("<i8", copy=False).tobytes(),
+        )
+    )
+
+
 def _decode_histograms(tenant: str, payload: bytes, pos: int, count: int) -> HistogramsRecord:
     if len(payload) - pos < count * 16:
         raise BadRecord(f"histograms record of {count} samples is too short")
@@ -121,13 +150,16 @@ def _decode_histograms(tenant: str, payload: bytes, pos: int, count: int) -> His
 def decode(payload: bytes) -> SeriesRecord | SamplesRecord:
     """Parse a SERIES or SAMPLES payload (BadRecord for any other type)."""
     record = decode_record(payload)
-    if isinstance(record, HistogramsRecord):
-        raise BadRecord("a histograms record where series or samples were expected")
+    if isinstance(record, HistogramsRecord | StartsRecord):
+        raise BadRecord("a histograms or starts record where series or samples were expected")
     return record
 
 
-def decode_record(payload: bytes) -> SeriesRecord | SamplesRecord | HistogramsRecord:
-    """Parse a payload written by encode_series, encode_samples or encode_histograms."""
+def decode_record(
+    payload: bytes,
+) -> SeriesRecord | SamplesRecord | HistogramsRecord | StartsRecord:
+    """Parse a payload written by encode_series, encode_samples, encode_histograms or
+    encode_starts."""
     try:
         kind, tenant_len = PREFIX.unpack_from(payload)
         pos = PREFIX.size + tenant_len
@@ -160,4 +192,11 @@ def decode_record(payload: bytes) -> SeriesRecord | SamplesRecord | HistogramsRe
         return SamplesRecord(tenant, refs_col, ts, values)
     if kind == HISTOGRAMS:
         return _decode_histograms(tenant, payload, pos, count)
+    if kind == STARTS:
+        if len(payload) - pos != count * 20:
+            raise BadRecord(f"starts record of {count} entries has the wrong size")
+        refs_col = np.frombuffer(payload, "<u4", count, pos).astype(np.uint32)
+        ts = np.frombuffer(payload, "<i8", count, pos + 4 * count).astype(np.int64)
+        starts = np.frombuffer(payload, "<i8", count, pos + 12 * count).astype(np.int64)
+        return StartsRecord(tenant, refs_col, ts, starts)
     raise BadRecord(f"unknown record type {kind}")

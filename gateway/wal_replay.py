@@ -18,6 +18,7 @@ import numpy as np
 
 from blocks.errors import CorruptWAL
 from gateway.head import Head
+from gateway.head_starts import StartColumns
 from gateway.metrics import GatewayMetrics
 from gateway.wal import (
     FRAME,
@@ -33,6 +34,7 @@ from gateway.wal_record import (
     HistogramsRecord,
     SamplesRecord,
     SeriesRecord,
+    StartsRecord,
     decode_record,
 )
 from gateway.write_histograms import plan_histograms
@@ -58,6 +60,7 @@ class ReplayReport:
     records: int = 0
     samples: int = 0
     histograms: int = 0
+    starts: int = 0
     damage: list[Damage] = field(default_factory=list)
 
 
@@ -169,6 +172,8 @@ def replay(
                 refs.define(record.tenant, record.refs, new)
             elif isinstance(record, HistogramsRecord):
                 report.histograms += apply_histograms(head, refs, record)
+            elif isinstance(record, StartsRecord):
+                report.starts += apply_starts(head, refs, record)
             else:
                 report.samples += apply_samples(head, refs, record)
     if metrics is not None:
@@ -192,6 +197,24 @@ def apply_samples(head: Head, refs: RefMap, record: SamplesRecord) -> int:
     )
     tenant_head.commit(plan)
     return int(known.sum())
+
+
+def apply_starts(head: Head, refs: RefMap, record: StartsRecord) -> int:
+    """Keep a starts record's events and last starts, in record order; returns how many
+    entries. (A WAL written before start timestamps were kept has no such record.)"""
+    mapped = refs.translate(record.tenant, record.refs)
+    known = mapped >= 0
+    if not known.all():
+        log.error(
+            "wal start timestamps without series tenant=%s entries=%d",
+            record.tenant,
+            int((~known).sum()),
+        )
+    entries = StartColumns(
+        mapped[known].astype(np.uint32), record.timestamps[known], record.starts[known]
+    )
+    head.tenant(record.tenant).starts.replay(entries)
+    return len(entries)
 
 
 def apply_histograms(head: Head, refs: RefMap, record: HistogramsRecord) -> int:

@@ -28,9 +28,10 @@ from blocks.objstore.base import ObjectStore
 from gateway.config import GatewayConfig
 from gateway.decode import DecodedWrite
 from gateway.exemplar_store import EXEMPLARS_DIRNAME, Exemplar, ExemplarStore, LabelPairs
-from gateway.head import Head, TenantHead
+from gateway.head import Head, TenantHead, series_key_of
 from gateway.head_append import AppendPlan
 from gateway.head_cut import BLOCK_DURATION_MS
+from gateway.head_starts import StartColumns
 from gateway.metadata_store import METADATA_DIRNAME, MetadataStore, MetadataUpdate
 from gateway.metrics import GatewayMetrics
 from gateway.tenant_limits import (
@@ -48,7 +49,7 @@ from gateway.validate import (
     format_labels,
 )
 from gateway.wal import WAL, frame
-from gateway.wal_record import encode_samples, encode_series
+from gateway.wal_record import encode_samples, encode_series, encode_starts
 from gateway.write_histograms import TimeBounds, all_durable, store_histograms
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class WriteOutcome:
         if not conflicts:
             return
         first = int(np.flatnonzero(conflict)[0])
-        labels = format_labels(decode_labels(head.labels[int(refs[first])]))
+        labels = format_labels(head.label_pairs(int(refs[first])))
         self.reject(
             "duplicate_timestamp",
             conflicts,
@@ -286,7 +287,8 @@ class Ingester:
             "sample",
             "has a different value than the one stored",
         )
-        durable = self._log(tenant_head, plan)
+        starts = _start_events(tenant_head, plan, refs[keep], ts[keep], request, keep)
+        durable = self._log(tenant_head, plan, starts)
         tenant_head.commit(plan)
         outcome.stored = int(plan.new.sum())
         outcome.resent = int(plan.resent.sum())
@@ -323,7 +325,8 @@ class Ingester:
                 if rejected is None:
                     try:
                         canonical = canonical_labels(request.series_labels[index], rules)
-                        self._check_new_series(tenant_head, canonical, limits, now_ms)
+                        series = series_key_of(canonical)
+                        self._check_new_series(tenant_head, series, limits, now_ms)
                     except RejectedSeries as exc:
                         rejected = refused[key] = exc
                         self.metrics.series_rejected.labels(outcome.tenant, exc.code).inc()
@@ -333,7 +336,7 @@ class Ingester:
                     outcome.reject(rejected.code, samples_per_entry[index], str(rejected))
                     continue
                 before = tenant_head.series_count
-                ref = tenant_head.series_ref(canonical)
+                ref = tenant_head.keyed_series_ref(series)
                 if tenant_head.series_count > before:
                     self.metrics.series_created.labels(outcome.tenant).inc()
                     if tenant_head.tenant in self._active:
@@ -401,7 +404,7 @@ class Ingester:
         """The labels of the series an exemplar belongs to, or why they are refused;
         checked here for entries that carry no sample."""
         if ref >= 0:
-            return tuple(decode_labels(tenant_head.labels[ref]))
+            return tuple(tenant_head.label_pairs(ref))
         if entry in refused:
             return refused[entry]
         try:
@@ -419,10 +422,10 @@ class Ingester:
         )
 
     def _check_new_series(
-        self, tenant_head: TenantHead, canonical: bytes, limits: TenantLimits, now_ms: int
+        self, tenant_head: TenantHead, series: bytes, limits: TenantLimits, now_ms: int
     ) -> None:
-        """RejectedSeries if `canonical` would be a new series past max_active_series."""
-        if not limits.max_active_series or canonical in tenant_head.ref_by_labels:
+        """RejectedSeries if the series keyed `series` would be new past max_active_series."""
+        if not limits.max_active_series or series in tenant_head.ref_by_key:
             return
         active = self.active_series(tenant_head, now_ms)
         if active >= limits.max_active_series:
@@ -462,27 +465,49 @@ class Ingester:
                 + (why or reason.replace("_", " ")),
             )
 
-    def _log(self, tenant_head: TenantHead, plan: AppendPlan) -> Future[None] | None:
-        """Hand the samples that must be durable (new and resent) to the WAL."""
+    def _log(
+        self, tenant_head: TenantHead, plan: AppendPlan, starts: StartColumns | None = None
+    ) -> Future[None] | None:
+        """Hand the samples that must be durable (new and resent) to the WAL, with their
+        start-timestamp events."""
         logged = plan.new | plan.resent
         if not logged.any():
             return None
         return self.log_samples(
-            tenant_head, plan.refs[logged], plan.timestamps[logged], plan.values[logged]
+            tenant_head,
+            plan.refs[logged],
+            plan.timestamps[logged],
+            plan.values[logged],
+            starts=starts,
         )
 
     def log_samples(
-        self, tenant_head: TenantHead, refs: np.ndarray, ts: np.ndarray, values: np.ndarray
+        self,
+        tenant_head: TenantHead,
+        refs: np.ndarray,
+        ts: np.ndarray,
+        values: np.ndarray,
+        *,
+        starts: StartColumns | None = None,
     ) -> Future[None]:
-        """Append samples (and the labels of series this segment lacks) to the WAL."""
-        generation = self.wal.begin(len(refs) * 20 + 64)
+        """Append samples and start-timestamp entries (and the labels of series this
+        segment lacks) to the WAL, in one submission: they are durable together."""
+        events = starts if starts is not None and len(starts) else None
+        entries = len(refs) + (len(events) if events is not None else 0)
+        generation = self.wal.begin(entries * 20 + 64)
         seen = tenant_head.logged_generation.view
-        unlogged = np.unique(refs[seen[refs] != generation])
+        used = refs if events is None else np.concatenate((refs, events.refs))
+        unlogged = np.unique(used[seen[used] != generation])
         records = []
         if len(unlogged):
-            labels = [tenant_head.labels[int(r)] for r in unlogged]
+            labels = [tenant_head.canonical(int(r)) for r in unlogged]
             records.append(frame(encode_series(tenant_head.tenant, unlogged.tolist(), labels)))
-        records.append(frame(encode_samples(tenant_head.tenant, refs, ts, values)))
+        if len(refs):
+            records.append(frame(encode_samples(tenant_head.tenant, refs, ts, values)))
+        if events is not None:
+            records.append(
+                frame(encode_starts(tenant_head.tenant, events.refs, events.ts, events.starts))
+            )
         durable = self.wal.submit(generation, b"".join(records))
         seen[unlogged] = generation
         return durable
@@ -508,6 +533,30 @@ class Ingester:
             self.metrics.metadata_refused.labels(tenant, reason).inc(count)
         if outcome.start_timestamps:
             self.metrics.start_timestamps_received.labels(tenant).inc(outcome.start_timestamps)
+
+
+def _start_events(
+    head: TenantHead,
+    plan: AppendPlan,
+    refs: np.ndarray,
+    ts: np.ndarray,
+    request: DecodedWrite,
+    keep: np.ndarray,
+) -> StartColumns | None:
+    """The start-timestamp events to log with a plan's samples (None without any): those
+    its new samples make, kept in the head from now on, and the head's events at its
+    resent samples, which a retry after a failed fsync must log again.
+
+    `refs` and `ts` are the planned samples in request order, `keep` picks them.
+    """
+    starts = request.sample_start_timestamps
+    if len(starts) != len(request.timestamps) or not starts[keep].any():
+        return None
+    # The plan's order (plan_append sorts the same columns stably), to pair starts with it.
+    starts = starts[keep][np.lexsort((ts, refs))]
+    new, resent = plan.new, plan.resent
+    made = head.starts.record(plan.refs[new], plan.timestamps[new], starts[new])
+    return made + head.starts.at(plan.refs[resent], plan.timestamps[resent])
 
 
 def exemplar_labels_problem(labels: list[tuple[str, str]]) -> tuple[str, str] | None:

@@ -202,7 +202,7 @@ def log_histograms(
     unlogged = np.unique(refs[seen[refs] != generation])
     records = []
     if len(unlogged):
-        labels = [head.labels[int(r)] for r in unlogged]
+        labels = [head.canonical(int(r)) for r in unlogged]
         records.append(frame(encode_series(head.tenant, unlogged.tolist(), labels)))
     records.append(frame(encode_histograms(head.tenant, refs, ts, payloads)))
     durable = wal.submit(generation, b"".join(records))

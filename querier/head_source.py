@@ -23,9 +23,8 @@ import numpy as np
 
 from blocks.columns import run_bounds
 from blocks.sample_codec import decode_samples
-from gateway.head import FrozenBatch, HeadSnapshot, TenantHead
+from gateway.head import FrozenBatch, HeadSnapshot, TenantHead, key_label_pairs
 from gateway.head_histograms import HistogramView
-from gateway.validate import decode_labels
 from querier.matchers import Matcher
 from querier.merge import merge_histogram_parts
 from querier.postings import select_series
@@ -39,7 +38,7 @@ HEAD_RANK = 1
 class HeadView:
     """A consistent view of one tenant's head at one moment."""
 
-    labels: list[bytes]  # append-only in the head; only the first `series` count
+    labels: list[bytes]  # series keys, append-only in the head; only the first `series` count
     series: int
     frozen: list[FrozenBatch]
     recent: tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -80,7 +79,7 @@ class HeadPostings:
         """Index the series with refs below `count` not indexed yet."""
         with self._lock:
             for ref in range(self._indexed, count):
-                for name, value in decode_labels(labels[ref]):
+                for name, value in key_label_pairs(labels[ref]):
                     self._postings.setdefault(name, {}).setdefault(value, array("I")).append(ref)
             self._indexed = max(self._indexed, count)
 
@@ -138,7 +137,7 @@ def select_head(
 
     histogram_count = sum(len(h[0]) for h in histogram_parts.values())
     return Selection(
-        labels=[tuple(decode_labels(view.labels[ref])) for ref in series],
+        labels=[tuple(key_label_pairs(view.labels[ref])) for ref in series],
         samples=len(ts),
         rank=(HEAD_RANK, ""),
         read=read,

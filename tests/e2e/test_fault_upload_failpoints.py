@@ -31,7 +31,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import snappy
 from prometheus_client import CollectorRegistry
@@ -41,8 +40,9 @@ from blocks.objstore.local import LocalStore
 from gateway.config import GatewayConfig
 from gateway.decode import decode_write_request
 from gateway.head import Head, HeadSnapshot
+from gateway.head_starts import StartColumns
 from gateway.metrics import GatewayMetrics
-from gateway.shipper import Shipper, drop_queued_block
+from gateway.shipper import Built, Shipper, drop_queued_block
 from gateway.wal import WAL
 from gateway.write import Ingester
 from tests.e2e.ackload import (
@@ -155,7 +155,6 @@ def test_kill_at_upload_failpoint_loses_nothing(
 
 TENANTS = ("t0", "t1", "t2")
 KEPT_PER_TENANT = 5  # the near-future samples of one request stay in the head
-Built = dict[str, tuple[tuple[np.ndarray, np.ndarray, np.ndarray], list[Path]]]
 
 
 @dataclass
@@ -208,8 +207,9 @@ def test_a_block_uploaded_while_its_cut_builds_does_not_stop_wal_truncation(
             snapshots: dict[str, HeadSnapshot],
             labels: dict[str, list[bytes]],
             boundaries: dict[str, int],
-        ) -> Built:
-            built = build(snapshots, labels, boundaries)
+            starts: dict[str, StartColumns],
+        ) -> dict[str, Built]:
+            built = build(snapshots, labels, boundaries, starts)
             # The upload loop, running beside the build, takes the first tenant's block
             # before the build returns: uploaded, indexed, out of the queue.
             tenant = TENANTS[0]

@@ -51,7 +51,7 @@ def counts(decided: AppendPlan) -> tuple[int, int, int]:
 def stored(head: TenantHead) -> dict[int, list[tuple[int, int]]]:
     """ref -> [(timestamp, value bits)] as series_samples gives them."""
     out: dict[int, list[tuple[int, int]]] = {}
-    refs = {labels: ref for ref, labels in enumerate(head.labels)}
+    refs = {head.canonical(ref): ref for ref in range(head.series_count)}
     for labels, ts, values in head.series_samples():
         assert values.dtype == np.float64
         out[refs[labels]] = list(zip(ts.tolist(), values.view(np.uint64).tolist(), strict=True))

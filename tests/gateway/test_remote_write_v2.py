@@ -20,7 +20,6 @@ from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.decode import V2_PROTO, MetricMetadata, decode_write_request
 from gateway.decode_v2 import decode_v2_request, label_message
-from gateway.validate import decode_labels
 from proto import remote_pb2, types_pb2, write_v2_pb2
 from tests.gateway.writes import (
     SPECIAL_BITS,
@@ -206,7 +205,7 @@ def test_a_series_sent_by_1_0_and_by_2_0_is_one_head_series(gateway: InProcessAp
     }
     head = gateway.app.state.gateway.head.tenants["default"]
     assert head.series_count == 1
-    assert decode_labels(head.labels[0]) == UP
+    assert head.label_pairs(0) == UP
 
 
 def test_label_messages_are_what_protobuf_encodes_for_1_0() -> None:
