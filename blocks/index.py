@@ -111,14 +111,17 @@ class HistogramRefs:
 
     def samples_in_range(self, ids: np.ndarray, mint: int, maxt: int) -> np.ndarray:
         """Per series in `ids`, the histograms of its chunks overlapping [mint, maxt]."""
-        overlap = (self.maxt >= mint) & (self.mint <= maxt)
-        per_chunk = np.where(overlap, self.samples.astype(np.int64), 0)
-        running = np.zeros(len(per_chunk) + 1, dtype=np.int64)
-        np.cumsum(per_chunk, out=running[1:])
-        offsets = self.offsets.astype(np.int64)
-        at = ids.astype(np.int64)
-        counts: np.ndarray = running[offsets[at + 1]] - running[offsets[at]]
-        return counts
+        rows, owners = self.rows(ids, mint, maxt)
+        return per_owner_sum(self.samples[rows], owners, len(ids))
+
+
+def per_owner_sum(values: np.ndarray, owners: np.ndarray, count: int) -> np.ndarray:
+    """int64 sums of `values` grouped by `owners` (positions 0..count-1)."""
+    if not len(values):
+        return np.zeros(count, dtype=np.int64)
+    # bincount sums in float64: exact here, chunk sample counts are far below 2**53.
+    sums: np.ndarray = np.bincount(owners, weights=values, minlength=count).astype(np.int64)
+    return sums
 
 
 @dataclass(frozen=True, slots=True)

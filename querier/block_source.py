@@ -15,7 +15,7 @@ import numpy as np
 
 from blocks.chunk_cache import ChunkCache
 from blocks.errors import NotFound
-from blocks.index import BlockIndex
+from blocks.index import BlockIndex, per_owner_sum
 from blocks.meta import BlockMeta
 from blocks.objstore.base import ObjectStore
 from blocks.reader import BlockReader
@@ -90,12 +90,10 @@ def select_block(
 
 def samples_in_range(index: BlockIndex, ids: np.ndarray, mint: int, maxt: int) -> np.ndarray:
     """For each series in `ids`, the samples of its chunks overlapping [mint, maxt]: an
-    upper bound of what a read returns, known from the index alone."""
-    chunks = index.chunks
-    overlap = (chunks.maxt >= mint) & (chunks.mint <= maxt)
-    return _per_series_sum(
-        np.where(overlap, chunks.samples.astype(np.int64), 0), index.chunk_offsets, ids
-    )
+    upper bound of what a read returns, known from the index alone. Only the rows of
+    `ids` are looked at: a query of 100 series in a block of a million costs 100 rows."""
+    rows, owners = index.chunk_rows(ids, mint, maxt)
+    return per_owner_sum(index.chunks.samples[rows], owners, len(ids))
 
 
 def read_block_series(
@@ -201,13 +199,3 @@ def _with_fallback(
         if fallback is None:
             raise
         return read(BlockReader(fallback, prefix, meta=meta, index=index, cache=cache), ids)
-
-
-def _per_series_sum(
-    per_chunk: np.ndarray, chunk_offsets: np.ndarray, ids: np.ndarray
-) -> np.ndarray:
-    """For each series in `ids`, the sum of `per_chunk` over its chunks."""
-    running = np.zeros(len(per_chunk) + 1, dtype=np.int64)
-    np.cumsum(per_chunk, out=running[1:])
-    offsets = chunk_offsets.astype(np.int64)
-    return running[offsets[ids.astype(np.int64) + 1]] - running[offsets[ids.astype(np.int64)]]
