@@ -97,7 +97,9 @@ class HistogramRefs:
         """Histogram samples in the block."""
         return int(self.samples.sum())
 
-    def rows(self, ids: Sequence[int], mint: int, maxt: int) -> tuple[np.ndarray, np.ndarray]:
+    def rows(
+        self, ids: Sequence[int] | np.ndarray, mint: int, maxt: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The chunk rows of the series `ids` overlapping [mint, maxt], in series then time
         order, and for each the position in `ids` of its series."""
         wanted = np.asarray(ids, dtype=np.int64)
@@ -191,7 +193,9 @@ class BlockIndex:
             return np.zeros(0, dtype=np.uint32)
         return self.posting_series[self.posting_offsets[i] : self.posting_offsets[i + 1]]
 
-    def chunk_rows(self, ids: Sequence[int], mint: int, maxt: int) -> tuple[np.ndarray, np.ndarray]:
+    def chunk_rows(
+        self, ids: Sequence[int] | np.ndarray, mint: int, maxt: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The rows in `chunks` of the series `ids` that overlap [mint, maxt], in series
         then time order, and for each the position in `ids` of its series."""
         wanted = np.asarray(ids, dtype=np.int64)

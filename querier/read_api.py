@@ -44,9 +44,9 @@ from querier.matchers import Matcher, matchers_from_proto
 from querier.metrics import QuerierMetrics
 from querier.resolution import QueryHints
 from querier.samples_response import (
+    encode_many_time_series,
     encode_query_result,
     encode_read_response,
-    encode_time_series,
 )
 from querier.stream_chunks import encode_pieces, piece_samples, series_fields, series_frames
 
@@ -252,8 +252,10 @@ class ReadHandler:
         for plan in plans:
             encoded = []
             for batch in self.engine.series_batches(plan, deadline):
-                for labels, (ts, values), (_, histograms) in batch:
-                    series = encode_time_series(labels, ts, values, histograms)
+                batch_series = encode_many_time_series(
+                    [(labels, part, histograms) for labels, part, (_, histograms) in batch]
+                )
+                for (_, (ts, _), (_, histograms)), series in zip(batch, batch_series, strict=True):
                     size += len(series)
                     if size > self.limits.max_response_bytes:
                         raise QueryLimitExceeded(
