@@ -5,7 +5,8 @@ own encoding and must encode XOR on the way out, at about 0.15 µs a sample. A d
 asks the same ranges again and again, so each stored chunk that lies wholly inside a
 query's range is encoded once, whole, into 120-sample XOR chunks kept as the bytes of
 their `ChunkedSeries.chunks` fields; a later read copies those bytes into its frames.
-Only the chunks a range cuts through, at its two ends, are encoded per read.
+A long stored chunk that a range cuts through is kept the same way, and only the XOR
+chunks the range cuts are encoded per read (`clipped_pieces`).
 
 A series with native histograms gets HISTOGRAM / FLOAT_HISTOGRAM chunks
 (querier/histogram_chunk.py) beside its XOR chunks, all in time order without overlap, as
@@ -126,9 +127,42 @@ def piece_samples(piece: Piece) -> int:
 def encode_stored_chunks(parts: Sequence[Part]) -> list[EncodedChunks]:
     """Whole stored chunks, each as its own run of XOR chunks (for the cache)."""
     return [
-        EncodedChunks([chunk_field(*chunk) for chunk in chunks], len(part[0]))
+        EncodedChunks(
+            [chunk_field(*chunk) for chunk in chunks],
+            len(part[0]),
+            tuple(c[0] for c in chunks),
+            tuple(c[1] for c in chunks),
+        )
         for part, chunks in zip(parts, encode_xor_series(parts), strict=True)
     ]
+
+
+def clipped_pieces(whole: EncodedChunks, part: Part, mint: int, maxt: int) -> list[Piece]:
+    """A stored chunk that [mint, maxt] cuts through, as pieces in time order: the encoded
+    XOR chunks wholly inside the range copied, the samples in range of the (at most two)
+    XOR chunks it cuts left to encode. A long stored chunk (a compacted block holds
+    thousands of samples of a series in one) so costs a read at most two XOR chunks' work.
+    `part`: the stored chunk's samples (time-sorted), `whole`: its encoding."""
+    ts, values = part
+    pieces: list[Piece] = []
+    run: list[bytes] = []
+    run_samples = start = 0
+    for field, lo, hi in zip(whole.fields, whole.mint, whole.maxt, strict=True):
+        end = int(np.searchsorted(ts, hi, "right"))
+        if mint <= lo and hi <= maxt:
+            run.append(field)
+            run_samples += end - start
+        else:
+            if run:
+                pieces.append(EncodedChunks(run, run_samples))
+                run, run_samples = [], 0
+            keep = (ts[start:end] >= mint) & (ts[start:end] <= maxt)
+            if keep.any():
+                pieces.append((ts[start:end][keep], values[start:end][keep]))
+        start = end
+    if run:
+        pieces.append(EncodedChunks(run, run_samples))
+    return pieces
 
 
 def series_frames(
