@@ -144,24 +144,35 @@ def clipped_pieces(whole: EncodedChunks, part: Part, mint: int, maxt: int) -> li
     thousands of samples of a series in one) so costs a read at most two XOR chunks' work.
     `part`: the stored chunk's samples (time-sorted), `whole`: its encoding."""
     ts, values = part
+    lo = np.asarray(whole.mint, dtype=np.int64)
+    hi = np.asarray(whole.maxt, dtype=np.int64)
+    # XOR chunks [first, last) overlap the range; [inner, outer) lie inside it. They are
+    # in time order, so both are runs, and only the two ends can be cut.
+    first = int(np.searchsorted(hi, mint, "left"))
+    last = int(np.searchsorted(lo, maxt, "right"))
+    if first >= last:
+        return []
+    inner = first if lo[first] >= mint else first + 1
+    outer = last if hi[last - 1] <= maxt else last - 1
     pieces: list[Piece] = []
-    run: list[bytes] = []
-    run_samples = start = 0
-    for field, lo, hi in zip(whole.fields, whole.mint, whole.maxt, strict=True):
-        end = int(np.searchsorted(ts, hi, "right"))
-        if mint <= lo and hi <= maxt:
-            run.append(field)
-            run_samples += end - start
-        else:
-            if run:
-                pieces.append(EncodedChunks(run, run_samples))
-                run, run_samples = [], 0
-            keep = (ts[start:end] >= mint) & (ts[start:end] <= maxt)
-            if keep.any():
-                pieces.append((ts[start:end][keep], values[start:end][keep]))
-        start = end
-    if run:
-        pieces.append(EncodedChunks(run, run_samples))
+
+    def cut(k: int) -> None:
+        begin = int(np.searchsorted(ts, max(int(lo[k]), mint), "left"))
+        end = int(np.searchsorted(ts, min(int(hi[k]), maxt), "right"))
+        if end > begin:
+            pieces.append((ts[begin:end], values[begin:end]))
+
+    if inner > outer:  # one XOR chunk, cut on both sides
+        cut(first)
+        return pieces
+    if inner > first:
+        cut(first)
+    if outer > inner:
+        begin = int(np.searchsorted(ts, lo[inner], "left"))
+        end = int(np.searchsorted(ts, hi[outer - 1], "right"))
+        pieces.append(EncodedChunks(whole.fields[inner:outer], end - begin))
+    if outer < last:
+        cut(last - 1)
     return pieces
 
 
