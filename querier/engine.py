@@ -405,7 +405,11 @@ class Engine:
             merged = self._merged(plan, [i for i in numbers if i not in pieces])
             batch: list[tuple[LabelSet, list[Piece], HistogramPart]] = []
             for i in numbers:
-                own: list[Piece] = pieces.get(i) or ([merged[i]] if len(merged[i][0]) else [])
+                # A joined series may have no piece: its chunks overlap the range, their
+                # samples all fall outside it.
+                own: list[Piece] = (
+                    pieces[i] if i in pieces else [merged[i]] if len(merged[i][0]) else []
+                )
                 if own or len(histograms[i][0]):
                     batch.append((plan.series[i], own, histograms[i]))
             yield batch

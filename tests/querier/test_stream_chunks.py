@@ -218,3 +218,30 @@ def test_a_range_cutting_long_stored_chunks_is_answered_from_the_cache_when_warm
     assert warm == samples
     assert misses_cold >= 3, "the cut stored chunks were encoded whole and kept"
     assert misses_warm == misses_cold, "and the warm read found them"
+
+
+def test_a_chunk_overlapping_the_range_with_no_sample_in_it_answers_nothing(
+    tmp_path: Path,
+) -> None:
+    # One stored chunk from START to START + 10 min holding just its two ends: it overlaps
+    # a range between them, which holds none of its samples.
+    labels = (("__name__", "load"), ("host", "h0"), ("job", "node"))
+    app = gateway_app(tmp_path)
+
+    async def fill(client: httpx.AsyncClient) -> None:
+        await write(client, {labels: [(START_MS, 1), (START_MS + 600_000, 2)]})
+        assert (await client.post("/api/v1/admin/flush")).status_code == 200
+
+    run(app, fill)
+    querier = create_query_app(GatewayConfig(data_dir=tmp_path), CollectorRegistry())
+    query = [(START_MS + 120_000, START_MS + 180_000, [matcher("job", "node")])]
+
+    async def read(client: httpx.AsyncClient) -> tuple[int, bytes]:
+        answer = await client.post(
+            "/api/v1/read", content=read_request(query, streamed=True), headers=READ_HEADERS
+        )
+        return answer.status_code, answer.content
+
+    status, content = run(querier, read)
+    assert status == 200, content
+    assert decode_streamed(content, 1) == [{}]
