@@ -88,8 +88,10 @@ class HistogramRefs:
     @classmethod
     def empty(cls, series: int) -> HistogramRefs:
         """No histogram in a block of `series` series."""
+        # Every offset 0 as a read-only view of one zero: asked for by every query of a
+        # block without histograms, it must not cost memory or time per series.
         return cls(
-            np.zeros(series + 1, dtype=np.uint64),
+            np.broadcast_to(np.zeros(1, dtype=np.uint64), (series + 1,)),
             np.zeros(0, dtype=np.uint32),
             np.zeros(0, dtype=np.uint64),
             np.zeros(0, dtype=np.uint32),

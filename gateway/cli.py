@@ -62,6 +62,8 @@ QUERY_SETTINGS = (
     "query_max_frame_bytes",
     "query_downsampled",
     "index_cache_bytes",
+    "index_cache_dir",
+    "index_cache_disk_bytes",
     "chunk_cache_bytes",
     "stream_cache_bytes",
     "bucket_index_refresh_s",

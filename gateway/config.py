@@ -253,6 +253,19 @@ class GatewayConfig:
     index_cache_bytes: int = field(
         default=64 * MIB, metadata=_help("memory for decoded block indexes kept between queries")
     )
+    index_cache_dir: str = field(
+        default="",
+        metadata=_help(
+            "local directory where block indexes larger than a quarter of index_cache_bytes "
+            "are kept decoded and read in place (empty: DATA_DIR/index-cache)"
+        ),
+    )
+    index_cache_disk_bytes: int = field(
+        default=1024 * MIB,
+        metadata=_help(
+            "disk for index_cache_dir (0: none; big indexes are then decoded for every query)"
+        ),
+    )
     bucket_index_refresh_s: float = field(
         default=30.0, metadata=_help("how often a tenant's bucket index is fetched again")
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -25,6 +26,7 @@ from gateway.metadata_api import EXEMPLARS_PATH, METADATA_PATH, BucketMetadataAP
 from gateway.metadata_store import BucketMetadata
 from gateway.tenant_limits import Limits
 from querier.engine import Engine, LocalView
+from querier.index_files import IndexFiles
 from querier.metrics import CacheCollector, QuerierMetrics
 from querier.read_api import READ_PATH, ReadHandler
 
@@ -33,6 +35,21 @@ log = logging.getLogger(__name__)
 # What each data path of the querier needs when auth is on: reading the tenant, as on
 # `strata serve`.
 AUTH_ROUTES = {READ_PATH: Access.READ, METADATA_PATH: Access.READ, EXEMPLARS_PATH: Access.READ}
+
+
+def index_files(config: GatewayConfig) -> IndexFiles | None:
+    """The disk cache of big block indexes the settings ask for, if any."""
+    if config.index_cache_disk_bytes <= 0:
+        return None
+    root = Path(config.index_cache_dir or Path(config.data_dir) / "index-cache")
+    try:
+        return IndexFiles(root, config.index_cache_disk_bytes)
+    except OSError as exc:
+        # A cache: without it big indexes are decoded for every query, nothing is wrong.
+        log.warning(
+            "index_cache_dir unusable, big block indexes not kept dir=%s error=%s", root, exc
+        )
+        return None
 
 
 def build_read_handler(
@@ -55,11 +72,13 @@ def build_read_handler(
         downsampled=config.query_downsampled,
         chunk_cache_bytes=config.chunk_cache_bytes,
         stream_cache_bytes=config.stream_cache_bytes,
+        index_files=index_files(config),
     )
     registry.register(
         CacheCollector(
             {
                 "index": engine.block_indexes,
+                "index_files": engine.block_indexes.files,
                 "chunks": engine.chunks,
                 "stream": engine.encoded_chunks,
             }

@@ -33,6 +33,7 @@ from querier.counter_join import COUNTER_LEAD_IN_MS
 from querier.downsampled import assemble, select_downsampled
 from querier.head_source import HeadPostings, HeadView, select_head
 from querier.index_cache import BlockIndexCache, BucketIndexCache
+from querier.index_files import IndexFiles
 from querier.limits import Deadline, QueryLimits, check_counts
 from querier.matchers import Matcher
 from querier.merge import merge_histogram_parts, merge_parts
@@ -167,11 +168,12 @@ class Engine:
         downsampled: bool = True,
         chunk_cache_bytes: int = 0,
         stream_cache_bytes: int = 0,
+        index_files: IndexFiles | None = None,
     ) -> None:
         self.store = store
         self.limits = limits
         self.downsampled = downsampled
-        self.block_indexes = BlockIndexCache(store, index_cache_bytes)
+        self.block_indexes = BlockIndexCache(store, index_cache_bytes, index_files)
         self.chunks = ChunkCache(chunk_cache_bytes) if chunk_cache_bytes > 0 else None
         self.encoded_chunks = (
             EncodedChunkCache(stream_cache_bytes) if stream_cache_bytes > 0 else None
@@ -403,7 +405,11 @@ class Engine:
             merged = self._merged(plan, [i for i in numbers if i not in pieces])
             batch: list[tuple[LabelSet, list[Piece], HistogramPart]] = []
             for i in numbers:
-                own: list[Piece] = pieces.get(i) or ([merged[i]] if len(merged[i][0]) else [])
+                # A joined series may have no piece: its chunks overlap the range, their
+                # samples all fall outside it.
+                own: list[Piece] = (
+                    pieces[i] if i in pieces else [merged[i]] if len(merged[i][0]) else []
+                )
                 if own or len(histograms[i][0]):
                     batch.append((plan.series[i], own, histograms[i]))
             yield batch

@@ -8,6 +8,7 @@ bytes, so repeated queries fetch only chunk pages.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -16,14 +17,18 @@ from blocks.bucket_index import BucketIndex, load_bucket_index
 from blocks.index import BlockIndex, decode_index
 from blocks.meta import INDEX_FILENAME
 from blocks.objstore.base import ObjectStore
+from querier.index_files import IndexFiles, symbols_nbytes
 
-# Python's str overhead, roughly, per symbol on top of its characters.
-_SYMBOL_OVERHEAD_BYTES = 56
+log = logging.getLogger(__name__)
+
+# An index that would take more than this share of the memory cache is kept on disk
+# instead (when there is a disk cache), so that one big block cannot push out every other.
+SPILL_SHARE = 4
 
 
 def index_nbytes(index: BlockIndex) -> int:
     """Memory a decoded block index holds, near enough to budget a cache by."""
-    arrays = (
+    columns = (
         index.label_offsets,
         index.label_pairs,
         index.chunk_offsets,
@@ -40,16 +45,18 @@ def index_nbytes(index: BlockIndex) -> int:
         index.posting_offsets,
         index.posting_series,
     )
-    symbols = sum(len(s) + _SYMBOL_OVERHEAD_BYTES for s in index.symbols)
-    return sum(a.nbytes for a in arrays) + symbols
+    return sum(a.nbytes for a in columns) + symbols_nbytes(index)
 
 
 class BlockIndexCache:
-    """Decoded block indexes by (tenant, block id), least recently used first out."""
+    """Block indexes by (tenant, block id): decoded in memory, least recently used first
+    out; with `files`, those too big for a share of the memory decoded once onto local
+    disk and read in place from there (querier/index_files.py)."""
 
-    def __init__(self, store: ObjectStore, max_bytes: int) -> None:
+    def __init__(self, store: ObjectStore, max_bytes: int, files: IndexFiles | None = None) -> None:
         self.store = store
         self.max_bytes = max_bytes
+        self.files = files
         self.nbytes = 0
         self.hits = 0
         self.misses = 0
@@ -57,9 +64,9 @@ class BlockIndexCache:
         self._lock = threading.Lock()
 
     def get(self, tenant: str, block_id: str, source: ObjectStore | None = None) -> BlockIndex:
-        """The block's index, from memory or fetched from `source` (else the bucket) and
-        decoded. A block has one index wherever it is (upload queue or bucket), so one
-        entry serves both."""
+        """The block's index, from memory or disk, or fetched from `source` (else the
+        bucket) and decoded. A block has one index wherever it is (upload queue or
+        bucket), so one entry serves both."""
         key = (tenant, block_id)
         with self._lock:
             entry = self._entries.get(key)
@@ -67,12 +74,29 @@ class BlockIndexCache:
                 self._entries.move_to_end(key)
                 self.hits += 1
                 return entry[0]
+        mapped = self.files.get(key) if self.files is not None else None
+        if mapped is not None:
+            with self._lock:
+                self.hits += 1
+            return mapped
+        with self._lock:
             self.misses += 1
         # Fetched outside the lock: two queries may fetch one index at once, which costs
         # a duplicate read but never blocks every query behind one slow GET.
         store = source if source is not None else self.store
         index = decode_index(store.get(f"{tenant}/{block_id}/{INDEX_FILENAME}"))
         size = index_nbytes(index)
+        if self.files is not None and size > self.max_bytes // SPILL_SHARE:
+            try:
+                return self.files.put(key, index)
+            except OSError as exc:
+                log.warning(
+                    "block index not kept on disk tenant=%s block=%s error=%s",
+                    tenant,
+                    block_id,
+                    exc,
+                )
+                return index
         with self._lock:
             if key not in self._entries and size <= self.max_bytes:
                 self._entries[key] = (index, size)

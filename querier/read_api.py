@@ -44,9 +44,9 @@ from querier.matchers import Matcher, matchers_from_proto
 from querier.metrics import QuerierMetrics
 from querier.resolution import QueryHints
 from querier.samples_response import (
+    encode_many_time_series,
     encode_query_result,
     encode_read_response,
-    encode_time_series,
 )
 from querier.stream_chunks import encode_pieces, piece_samples, series_fields, series_frames
 
@@ -172,12 +172,13 @@ class ReadHandler:
         try:
             # Captured here, on the event loop where the head changes: a consistent view.
             local = self.local_view(tenant) if self.local_view is not None else None
-            plans = await asyncio.to_thread(self._plan, tenant, queries, local, deadline)
-            self.metrics.series.inc(sum(len(p.series) for p in plans))
-            for plan in plans:
-                self.metrics.count_blocks(plan.blocks)
+            # Planning and the answer (a streamed answer's first frames) in one trip to a
+            # worker thread: each trip costs a thread hand-off, a large share of a small
+            # query's time.
             if kind == SAMPLES:
-                payload = await asyncio.to_thread(self._samples_response, plans, deadline)
+                payload = await asyncio.to_thread(
+                    self._planned_samples, tenant, queries, local, deadline
+                )
                 slot.release()
                 self.metrics.observe("samples", time.monotonic() - started)
                 return Response(
@@ -185,16 +186,54 @@ class ReadHandler:
                     media_type=SAMPLES_CONTENT_TYPE,
                     headers={"Content-Encoding": "snappy"},
                 )
+            frames, first = await asyncio.to_thread(
+                self._planned_frames, tenant, queries, local, deadline
+            )
         except BaseException:
             slot.release()
             raise
         # The stream releases the slot when it ends; the background task when the client
         # went away before the stream even started.
         return StreamingResponse(
-            self._stream(plans, deadline, started, slot),
+            self._stream(frames, first, started, slot),
             media_type=STREAMED_CONTENT_TYPE,
             background=BackgroundTask(slot.release),
         )
+
+    def _planned_samples(
+        self,
+        tenant: str,
+        queries: list[tuple[int, remote_pb2.Query, list[Matcher]]],
+        local: LocalView | None,
+        deadline: Deadline,
+    ) -> bytes:
+        return self._samples_response(
+            self._counted_plans(tenant, queries, local, deadline), deadline
+        )
+
+    def _planned_frames(
+        self,
+        tenant: str,
+        queries: list[tuple[int, remote_pb2.Query, list[Matcher]]],
+        local: LocalView | None,
+        deadline: Deadline,
+    ) -> tuple[Iterator[bytes], bytes | None]:
+        plans = self._counted_plans(tenant, queries, local, deadline)
+        frames = (chunk for plan in plans for chunk in self._frames(plan, deadline))
+        return frames, next(frames, None)
+
+    def _counted_plans(
+        self,
+        tenant: str,
+        queries: list[tuple[int, remote_pb2.Query, list[Matcher]]],
+        local: LocalView | None,
+        deadline: Deadline,
+    ) -> list[QueryPlan]:
+        plans = self._plan(tenant, queries, local, deadline)
+        self.metrics.series.inc(sum(len(p.series) for p in plans))
+        for plan in plans:
+            self.metrics.count_blocks(plan.blocks)
+        return plans
 
     def _plan(
         self,
@@ -252,8 +291,10 @@ class ReadHandler:
         for plan in plans:
             encoded = []
             for batch in self.engine.series_batches(plan, deadline):
-                for labels, (ts, values), (_, histograms) in batch:
-                    series = encode_time_series(labels, ts, values, histograms)
+                batch_series = encode_many_time_series(
+                    [(labels, part, histograms) for labels, part, (_, histograms) in batch]
+                )
+                for (_, (ts, _), (_, histograms)), series in zip(batch, batch_series, strict=True):
                     size += len(series)
                     if size > self.limits.max_response_bytes:
                         raise QueryLimitExceeded(
@@ -268,16 +309,13 @@ class ReadHandler:
         return bytes(snappy.compress(encode_read_response(results)))
 
     async def _stream(
-        self, plans: list[QueryPlan], deadline: Deadline, started: float, slot: _Slot
+        self, frames: Iterator[bytes], first: bytes | None, started: float, slot: _Slot
     ) -> AsyncIterator[bytes]:
         try:
-            for plan in plans:
-                frames = self._frames(plan, deadline)
-                while True:
-                    chunk = await asyncio.to_thread(_next_or_none, frames)
-                    if chunk is None:
-                        break
-                    yield chunk
+            chunk = first
+            while chunk is not None:
+                yield chunk
+                chunk = await asyncio.to_thread(_next_or_none, frames)
             self.metrics.observe("streamed", time.monotonic() - started)
         finally:
             slot.release()

@@ -38,22 +38,36 @@ def encode_samples(timestamps: np.ndarray, values: np.ndarray) -> bytes:
     Zero values and timestamps are written too (proto3 would omit them); every decoder
     reads them the same, and -0.0 keeps its sign bit this way.
     """
-    if not len(timestamps):
-        return b""
+    return encode_samples_of_many([(timestamps, values)])[0]
+
+
+def encode_samples_of_many(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[bytes]:
+    """`encode_samples` of several series at once: one pass of array operations over all
+    their samples, then a slice per series. A hundred series of a few samples each cost
+    about what one series of their total does, instead of a hundred times the setup."""
+    counts = [len(ts) for ts, _ in parts]
+    total = sum(counts)
+    if not total:
+        return [b""] * len(parts)
     # int64 timestamps go on the wire as their two's complement (10 bytes if negative).
-    ts = np.ascontiguousarray(timestamps, dtype=np.int64).view(np.uint64)
-    value_bytes = np.ascontiguousarray(values, dtype="<f8").view(np.uint8).reshape(-1, 8)
-    lengths = np.ones(len(ts), dtype=np.int64)
+    ts = np.concatenate([np.asarray(t, dtype=np.int64) for t, _ in parts]).view(np.uint64)
+    values = np.concatenate([np.asarray(v, dtype="<f8") for _, v in parts])
+    value_bytes = values.view(np.uint8).reshape(-1, 8)
+    lengths = np.ones(total, dtype=np.int64)
     for k in range(1, _MAX_VARINT):
         lengths += ts >= np.uint64(1 << (7 * k))
     # Samples of one varint length are records of one size: a 2D array filled column by
     # column. Sorted timestamps make these runs few (usually one).
     cuts = np.flatnonzero(np.diff(lengths)) + 1
-    bounds = [0, *cuts.tolist(), len(ts)]
-    return b"".join(
+    bounds = [0, *cuts.tolist(), total]
+    data = b"".join(
         _records(ts[lo:hi], value_bytes[lo:hi], int(lengths[lo]))
         for lo, hi in itertools.pairwise(bounds)
     )
+    ends = np.cumsum(lengths + _FIXED)
+    sample_ends = np.cumsum(counts)
+    byte_ends = [0, *np.where(sample_ends > 0, ends[np.maximum(sample_ends - 1, 0)], 0).tolist()]
+    return [data[lo:hi] for lo, hi in itertools.pairwise(byte_ends)]
 
 
 def _records(ts: np.ndarray, value_bytes: np.ndarray, length: int) -> bytes:
@@ -78,10 +92,24 @@ def encode_time_series(
 ) -> bytes:
     """One TimeSeries message: labels through protobuf, samples through encode_samples,
     then the serialized histograms (time-sorted) as they are."""
-    label_part = types_pb2.TimeSeries(
+    return encode_many_time_series([(labels, (timestamps, values), histograms)])[0]
+
+
+def encode_many_time_series(
+    series: Sequence[tuple[Labels, tuple[np.ndarray, np.ndarray], Sequence[bytes]]],
+) -> list[bytes]:
+    """`encode_time_series` of each of several series, their samples laid out together."""
+    samples = encode_samples_of_many([part for _, part, _ in series])
+    return [
+        _label_part(labels) + own + encode_histograms(histograms)
+        for (labels, _, histograms), own in zip(series, samples, strict=True)
+    ]
+
+
+def _label_part(labels: Labels) -> bytes:
+    return types_pb2.TimeSeries(
         labels=[types_pb2.Label(name=n, value=v) for n, v in labels]
     ).SerializeToString()
-    return label_part + encode_samples(timestamps, values) + encode_histograms(histograms)
 
 
 def encode_histograms(histograms: Sequence[bytes]) -> bytes:

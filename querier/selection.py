@@ -29,6 +29,10 @@ class EncodedChunks:
 
     fields: list[bytes]
     samples: int
+    # Per field: its chunk's first and last sample time (so a range that cuts through
+    # the stored chunk can still copy the fields wholly inside it).
+    mint: tuple[int, ...] = ()
+    maxt: tuple[int, ...] = ()
 
 
 # A series' share of a streamed answer, in time order: encoded fields ready to copy, or

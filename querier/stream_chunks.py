@@ -5,7 +5,8 @@ own encoding and must encode XOR on the way out, at about 0.15 µs a sample. A d
 asks the same ranges again and again, so each stored chunk that lies wholly inside a
 query's range is encoded once, whole, into 120-sample XOR chunks kept as the bytes of
 their `ChunkedSeries.chunks` fields; a later read copies those bytes into its frames.
-Only the chunks a range cuts through, at its two ends, are encoded per read.
+A long stored chunk that a range cuts through is kept the same way, and only the XOR
+chunks the range cuts are encoded per read (`clipped_pieces`).
 
 A series with native histograms gets HISTOGRAM / FLOAT_HISTOGRAM chunks
 (querier/histogram_chunk.py) beside its XOR chunks, all in time order without overlap, as
@@ -126,9 +127,53 @@ def piece_samples(piece: Piece) -> int:
 def encode_stored_chunks(parts: Sequence[Part]) -> list[EncodedChunks]:
     """Whole stored chunks, each as its own run of XOR chunks (for the cache)."""
     return [
-        EncodedChunks([chunk_field(*chunk) for chunk in chunks], len(part[0]))
+        EncodedChunks(
+            [chunk_field(*chunk) for chunk in chunks],
+            len(part[0]),
+            tuple(c[0] for c in chunks),
+            tuple(c[1] for c in chunks),
+        )
         for part, chunks in zip(parts, encode_xor_series(parts), strict=True)
     ]
+
+
+def clipped_pieces(whole: EncodedChunks, part: Part, mint: int, maxt: int) -> list[Piece]:
+    """A stored chunk that [mint, maxt] cuts through, as pieces in time order: the encoded
+    XOR chunks wholly inside the range copied, the samples in range of the (at most two)
+    XOR chunks it cuts left to encode. A long stored chunk (a compacted block holds
+    thousands of samples of a series in one) so costs a read at most two XOR chunks' work.
+    `part`: the stored chunk's samples (time-sorted), `whole`: its encoding."""
+    ts, values = part
+    lo = np.asarray(whole.mint, dtype=np.int64)
+    hi = np.asarray(whole.maxt, dtype=np.int64)
+    # XOR chunks [first, last) overlap the range; [inner, outer) lie inside it. They are
+    # in time order, so both are runs, and only the two ends can be cut.
+    first = int(np.searchsorted(hi, mint, "left"))
+    last = int(np.searchsorted(lo, maxt, "right"))
+    if first >= last:
+        return []
+    inner = first if lo[first] >= mint else first + 1
+    outer = last if hi[last - 1] <= maxt else last - 1
+    pieces: list[Piece] = []
+
+    def cut(k: int) -> None:
+        begin = int(np.searchsorted(ts, max(int(lo[k]), mint), "left"))
+        end = int(np.searchsorted(ts, min(int(hi[k]), maxt), "right"))
+        if end > begin:
+            pieces.append((ts[begin:end], values[begin:end]))
+
+    if inner > outer:  # one XOR chunk, cut on both sides
+        cut(first)
+        return pieces
+    if inner > first:
+        cut(first)
+    if outer > inner:
+        begin = int(np.searchsorted(ts, lo[inner], "left"))
+        end = int(np.searchsorted(ts, hi[outer - 1], "right"))
+        pieces.append(EncodedChunks(whole.fields[inner:outer], end - begin))
+    if outer < last:
+        cut(last - 1)
+    return pieces
 
 
 def series_frames(

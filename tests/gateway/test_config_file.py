@@ -70,6 +70,7 @@ NON_DEFAULT_STRINGS: dict[str, str] = {
     "log_level": "debug",
     "retention_overrides": "",  # replaced by a real file: the compactor reads it at once
     "limits_file": "/etc/strata/limits.json",  # read by the gateway's limits, not the config
+    "index_cache_dir": "/var/cache/strata-index",
 }
 
 

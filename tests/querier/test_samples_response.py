@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from proto import remote_pb2, types_pb2
 from querier.samples_response import (
+    encode_many_time_series,
     encode_query_result,
     encode_read_response,
     encode_time_series,
@@ -38,14 +39,18 @@ def test_every_bit_pattern_and_timestamp_survives(queries: list[list[tuple]]) ->
     expected = []
     results = []
     for query in queries:
-        encoded = []
+        batch = []
         want = []
         for labels, ts_list, data in query:
             bits = data.draw(st.lists(value_bits, min_size=len(ts_list), max_size=len(ts_list)))
             ts = np.array(ts_list, dtype=np.int64)
             values = np.array(bits, dtype=np.uint64).view(np.float64)
-            encoded.append(encode_time_series(sorted(labels), ts, values))
+            batch.append((sorted(labels), (ts, values), ()))
             want.append((sorted(labels), ts_list, bits))
+        # The series of a query are laid out together, as the read handler does.
+        encoded = encode_many_time_series(batch)
+        one_by_one = [encode_time_series(labels, *part) for labels, part, _ in batch]
+        assert encoded == one_by_one
         results.append(encode_query_result(encoded))
         expected.append(want)
     response = decoded(encode_read_response(results))

@@ -13,14 +13,24 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from gateway.config import GatewayConfig
 from proto import remote_pb2, types_pb2
 from querier.app import create_query_app
-from querier.stream_chunks import chunk_field, series_frames
+from querier.selection import EncodedChunks
+from querier.stream_chunks import (
+    chunk_field,
+    clipped_pieces,
+    encode_pieces,
+    encode_stored_chunks,
+    piece_samples,
+    series_frames,
+)
 from querier.stream_frames import encode_frame
-from querier.xor_chunk import encode_xor_chunks
+from querier.xor_chunk import decode_xor_chunk, encode_xor_chunks
 from tests.querier.streamed import decode_streamed
 from tests.querier.test_read_api import (
     HOUR_MS,
@@ -122,3 +132,116 @@ def test_streamed_answers_equal_samples_cold_warm_cut_and_merged(tmp_path: Path)
     assert warm == samples
     assert cache_lookups(registry, "miss") > 0
     assert cache_lookups(registry, "hit") >= cache_lookups(registry, "miss")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    times=st.lists(st.integers(0, 100_000), min_size=1, max_size=700, unique=True).map(sorted),
+    seed=st.integers(0, 2**32 - 1),
+    cut=st.tuples(st.integers(-10, 100_010), st.integers(-10, 100_010)).map(sorted),
+)
+def test_a_range_through_a_long_stored_chunk_copies_the_xor_chunks_inside_it(
+    times: list[int], seed: int, cut: list[int]
+) -> None:
+    mint, maxt = cut
+    ts = np.array(times, dtype=np.int64)
+    bits = np.random.default_rng(seed).integers(0, 2**64, len(ts), dtype=np.uint64)
+    values = bits.view(np.float64)
+    [whole] = encode_stored_chunks([(ts, values)])
+    pieces = clipped_pieces(whole, (ts, values), mint, maxt)
+    [fields] = encode_pieces([pieces])
+    series = types_pb2.ChunkedSeries.FromString(b"".join(fields))
+    got_ts, got_bits = [], []
+    for chunk in series.chunks:
+        chunk_ts, chunk_values = decode_xor_chunk(chunk.data)
+        assert (chunk.min_time_ms, chunk.max_time_ms) == (chunk_ts[0], chunk_ts[-1])
+        got_ts += chunk_ts.tolist()
+        got_bits += chunk_values.view(np.uint64).tolist()
+    keep = (ts >= mint) & (ts <= maxt)
+    assert got_ts == ts[keep].tolist()
+    assert got_bits == bits[keep].tolist()
+    copied = [f for p in pieces if isinstance(p, EncodedChunks) for f in p.fields]
+    assert all(f in whole.fields for f in copied), "inside chunks are the cached bytes"
+    # Only the XOR chunks the range cuts through are encoded again: at most two.
+    assert sum(1 for p in pieces if not isinstance(p, EncodedChunks)) <= 2
+    assert sum(piece_samples(p) for p in pieces) == int(keep.sum())
+
+
+def test_a_range_cutting_long_stored_chunks_is_answered_from_the_cache_when_warm(
+    tmp_path: Path,
+) -> None:
+    # Every 15 s for five hours: 480 samples of a series in each 2 h block, one stored
+    # chunk, longer than CUT_WHOLE_SAMPLES, so a range through it copies what it can.
+    steps = 5 * 240
+    expected: dict[LabelSet, list[tuple[int, int]]] = {
+        (("__name__", "load"), ("host", f"h{i}"), ("job", "node")): [
+            (START_MS + k * 15_000, int(b))
+            for k, b in enumerate(np.arange(steps, dtype=np.float64).view(np.uint64) + i)
+        ]
+        for i in range(3)
+    }
+    app = gateway_app(tmp_path)
+
+    async def fill(client: httpx.AsyncClient) -> None:
+        await write(client, expected)
+        assert (await client.post("/api/v1/admin/flush")).status_code == 200
+
+    run(app, fill)
+    registry = CollectorRegistry()
+    querier = create_query_app(GatewayConfig(data_dir=tmp_path), registry)
+    minute = 60_000
+    # Inside the second 2 h block, cutting through its stored chunks at both ends.
+    query = [
+        (
+            START_MS + 2 * HOUR_MS + 7 * minute + 1,
+            START_MS + 3 * HOUR_MS + 55 * minute,
+            [matcher("job", "node")],
+        )
+    ]
+
+    Answer = list[dict[LabelSet, list[tuple[int, int]]]]
+
+    async def read(client: httpx.AsyncClient) -> tuple[Answer, list[tuple[Answer, float]]]:
+        samples = await read_samples(client, query)
+        streamed = []
+        for _ in range(2):  # cold, then warm
+            answer = await client.post(
+                "/api/v1/read", content=read_request(query, streamed=True), headers=READ_HEADERS
+            )
+            assert answer.status_code == 200, answer.text
+            streamed.append((decode_streamed(answer.content, 1), cache_lookups(registry, "miss")))
+        return samples, streamed
+
+    samples, [(cold, misses_cold), (warm, misses_warm)] = run(querier, read)
+    assert len(samples[0]) == 3
+    assert cold == samples
+    assert warm == samples
+    assert misses_cold >= 3, "the cut stored chunks were encoded whole and kept"
+    assert misses_warm == misses_cold, "and the warm read found them"
+
+
+def test_a_chunk_overlapping_the_range_with_no_sample_in_it_answers_nothing(
+    tmp_path: Path,
+) -> None:
+    # One stored chunk from START to START + 10 min holding just its two ends: it overlaps
+    # a range between them, which holds none of its samples.
+    labels = (("__name__", "load"), ("host", "h0"), ("job", "node"))
+    app = gateway_app(tmp_path)
+
+    async def fill(client: httpx.AsyncClient) -> None:
+        await write(client, {labels: [(START_MS, 1), (START_MS + 600_000, 2)]})
+        assert (await client.post("/api/v1/admin/flush")).status_code == 200
+
+    run(app, fill)
+    querier = create_query_app(GatewayConfig(data_dir=tmp_path), CollectorRegistry())
+    query = [(START_MS + 120_000, START_MS + 180_000, [matcher("job", "node")])]
+
+    async def read(client: httpx.AsyncClient) -> tuple[int, bytes]:
+        answer = await client.post(
+            "/api/v1/read", content=read_request(query, streamed=True), headers=READ_HEADERS
+        )
+        return answer.status_code, answer.content
+
+    status, content = run(querier, read)
+    assert status == 200, content
+    assert decode_streamed(content, 1) == [{}]
