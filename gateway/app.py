@@ -29,7 +29,7 @@ from gateway.decode import (
 from gateway.decode_v2 import decode_v2_request
 from gateway.head import Head
 from gateway.http import add_status_routes, error_response, install_error_handlers, read_body
-from gateway.metadata_api import EXEMPLARS_PATH, METADATA_PATH, MetadataAPI
+from gateway.metadata_api import EXEMPLARS_PATH, METADATA_PATH, MetadataAPI, add_metadata_routes
 from gateway.metrics import GatewayMetrics, HeadCollector
 from gateway.shipper import Shipper, queued_blocks
 from gateway.tenants import tenant_from_headers
@@ -252,15 +252,7 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry) -> FastAPI:
         default_tenant=config.default_tenant,
         check_ready=gateway.check_readable,
     )
-    app.add_api_route(
-        METADATA_PATH, metadata_api.metadata, methods=["GET"], include_in_schema=False
-    )
-    app.add_api_route(
-        EXEMPLARS_PATH,
-        metadata_api.query_exemplars,
-        methods=["GET", "POST"],
-        include_in_schema=False,
-    )
+    add_metadata_routes(app, metadata_api)
 
     @app.post(FLUSH_PATH, include_in_schema=False)
     async def flush() -> Response:

@@ -163,6 +163,20 @@ def merge_sorted(parts: Sequence[SampleTriple]) -> SampleTriple:
     return refs[~repeat], ts[~repeat], values[~repeat]
 
 
+def held_time_range(
+    frozen: Sequence[FrozenBatch], recent: SampleColumns, extra: Sequence[tuple[int, int]] = ()
+) -> tuple[int, int] | None:
+    """(oldest, newest) time over compressed batches, the uncompressed buffer and `extra`
+    ranges; None when all are empty."""
+    bounds = [(b.mint, b.maxt) for b in frozen] + list(extra)
+    if len(recent):
+        ts = recent.timestamps.view
+        bounds.append((int(ts.min()), int(ts.max())))
+    if not bounds:
+        return None
+    return min(b[0] for b in bounds), max(b[1] for b in bounds)
+
+
 @dataclass(frozen=True, slots=True)
 class HeadSnapshot:
     """Samples taken out of a head: compressed batches and uncompressed columns."""
@@ -178,13 +192,7 @@ class HeadSnapshot:
 
     def time_range(self) -> tuple[int, int] | None:
         """(oldest, newest) float sample time held, or None when empty."""
-        bounds = [(b.mint, b.maxt) for b in self.frozen]
-        if len(self.recent):
-            ts = self.recent.timestamps.view
-            bounds.append((int(ts.min()), int(ts.max())))
-        if not bounds:
-            return None
-        return min(b[0] for b in bounds), max(b[1] for b in bounds)
+        return held_time_range(self.frozen, self.recent)
 
     def sources(self, mint: int = NO_SAMPLE, maxt: int = LAST_TIME) -> Iterator[SampleTriple]:
         """The samples of each batch with any in [mint, maxt] (all of the batch's), sorted
@@ -414,15 +422,10 @@ class TenantHead:
 
     def time_range(self) -> tuple[int, int] | None:
         """(oldest, newest) sample time held, or None when empty."""
-        bounds = [(b.mint, b.maxt) for b in self.frozen]
+        extra = []
         if self.histograms.mint is not None and self.histograms.maxt is not None:
-            bounds.append((self.histograms.mint, self.histograms.maxt))
-        if len(self.recent):
-            ts = self.recent.timestamps.view
-            bounds.append((int(ts.min()), int(ts.max())))
-        if not bounds:
-            return None
-        return min(b[0] for b in bounds), max(b[1] for b in bounds)
+            extra.append((self.histograms.mint, self.histograms.maxt))
+        return held_time_range(self.frozen, self.recent, extra)
 
     def series_samples(self) -> Iterator[tuple[bytes, np.ndarray, np.ndarray]]:
         """Every series with samples: (canonical labels, timestamps, values), time-sorted."""

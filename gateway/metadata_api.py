@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import numpy as np
-from fastapi import Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from blocks.errors import InvalidRequest, NotFound, StrataError, Unavailable
@@ -243,3 +243,11 @@ class BucketMetadataAPI:
     async def query_exemplars(self, request: Request) -> Response:
         """GET|POST /api/v1/query_exemplars: 404, exemplars are the gateways' to serve."""
         return error_json(NotFound(EXEMPLARS_ELSEWHERE))
+
+
+def add_metadata_routes(app: FastAPI, api: MetadataAPI | BucketMetadataAPI) -> None:
+    """GET /api/v1/metadata and GET|POST /api/v1/query_exemplars, answered by `api`."""
+    app.add_api_route(METADATA_PATH, api.metadata, methods=["GET"], include_in_schema=False)
+    app.add_api_route(
+        EXEMPLARS_PATH, api.query_exemplars, methods=["GET", "POST"], include_in_schema=False
+    )

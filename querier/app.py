@@ -22,7 +22,12 @@ from blocks.objstore.factory import open_existing_store
 from gateway.auth import Access, install_auth
 from gateway.config import GatewayConfig
 from gateway.http import add_status_routes, install_error_handlers
-from gateway.metadata_api import EXEMPLARS_PATH, METADATA_PATH, BucketMetadataAPI
+from gateway.metadata_api import (
+    EXEMPLARS_PATH,
+    METADATA_PATH,
+    BucketMetadataAPI,
+    add_metadata_routes,
+)
 from gateway.metadata_store import BucketMetadata
 from gateway.tenant_limits import Limits
 from querier.engine import Engine, LocalView
@@ -118,14 +123,6 @@ def create_query_app(config: GatewayConfig, registry: CollectorRegistry) -> Fast
         BucketMetadata(store, refresh_s=config.bucket_index_refresh_s),
         default_tenant=config.default_tenant,
     )
-    app.add_api_route(
-        METADATA_PATH, metadata_api.metadata, methods=["GET"], include_in_schema=False
-    )
-    app.add_api_route(
-        EXEMPLARS_PATH,
-        metadata_api.query_exemplars,
-        methods=["GET", "POST"],
-        include_in_schema=False,
-    )
+    add_metadata_routes(app, metadata_api)
     add_status_routes(app, registry, lambda: True)
     return app

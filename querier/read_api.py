@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import NamedTuple
 
 import numpy as np
 import snappy
@@ -177,7 +178,7 @@ class ReadHandler:
             # query's time.
             if kind == SAMPLES:
                 payload = await asyncio.to_thread(
-                    self._planned_samples, tenant, queries, local, deadline
+                    self._planned_samples, _Job(tenant, queries, local, deadline)
                 )
                 slot.release()
                 self.metrics.observe("samples", time.monotonic() - started)
@@ -187,7 +188,7 @@ class ReadHandler:
                     headers={"Content-Encoding": "snappy"},
                 )
             frames, first = await asyncio.to_thread(
-                self._planned_frames, tenant, queries, local, deadline
+                self._planned_frames, _Job(tenant, queries, local, deadline)
             )
         except BaseException:
             slot.release()
@@ -200,49 +201,17 @@ class ReadHandler:
             background=BackgroundTask(slot.release),
         )
 
-    def _planned_samples(
-        self,
-        tenant: str,
-        queries: list[tuple[int, remote_pb2.Query, list[Matcher]]],
-        local: LocalView | None,
-        deadline: Deadline,
-    ) -> bytes:
-        return self._samples_response(
-            self._counted_plans(tenant, queries, local, deadline), deadline
-        )
+    def _planned_samples(self, job: _Job) -> bytes:
+        return self._samples_response(self._plan(job), job.deadline)
 
-    def _planned_frames(
-        self,
-        tenant: str,
-        queries: list[tuple[int, remote_pb2.Query, list[Matcher]]],
-        local: LocalView | None,
-        deadline: Deadline,
-    ) -> tuple[Iterator[bytes], bytes | None]:
-        plans = self._counted_plans(tenant, queries, local, deadline)
-        frames = (chunk for plan in plans for chunk in self._frames(plan, deadline))
+    def _planned_frames(self, job: _Job) -> tuple[Iterator[bytes], bytes | None]:
+        plans = self._plan(job)
+        frames = (chunk for plan in plans for chunk in self._frames(plan, job.deadline))
         return frames, next(frames, None)
 
-    def _counted_plans(
-        self,
-        tenant: str,
-        queries: list[tuple[int, remote_pb2.Query, list[Matcher]]],
-        local: LocalView | None,
-        deadline: Deadline,
-    ) -> list[QueryPlan]:
-        plans = self._plan(tenant, queries, local, deadline)
-        self.metrics.series.inc(sum(len(p.series) for p in plans))
-        for plan in plans:
-            self.metrics.count_blocks(plan.blocks)
-        return plans
-
-    def _plan(
-        self,
-        tenant: str,
-        queries: list[tuple[int, remote_pb2.Query, list[Matcher]]],
-        local: LocalView | None,
-        deadline: Deadline,
-    ) -> list[QueryPlan]:
+    def _plan(self, job: _Job) -> list[QueryPlan]:
         """Every query planned, each within the limits and all of them together."""
+        tenant, queries, local, deadline = job
         limits = self.limits_of(tenant)
         plans = []
         series = samples = 0
@@ -262,6 +231,9 @@ class ReadHandler:
             samples += plan.samples
             check_request_counts(limits, series, samples)
             plans.append(plan)
+        self.metrics.series.inc(sum(len(p.series) for p in plans))
+        for plan in plans:
+            self.metrics.count_blocks(plan.blocks)
         return plans
 
     async def _acquire(self, deadline: Deadline) -> _Slot:
@@ -337,6 +309,15 @@ class ReadHandler:
                 self.metrics.samples.inc(samples)
                 out.extend(series_frames(plan.index, labels, own, self.limits.max_frame_bytes))
             yield b"".join(out)
+
+
+class _Job(NamedTuple):
+    """One request's queries, ready to plan off the event loop."""
+
+    tenant: str
+    queries: list[tuple[int, remote_pb2.Query, list[Matcher]]]
+    local: LocalView | None
+    deadline: Deadline
 
 
 class _Slot:

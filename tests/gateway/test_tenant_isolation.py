@@ -10,6 +10,7 @@ the bucket, reads again, and then inspects every file the gateway left on disk.
 from __future__ import annotations
 
 import asyncio
+import re
 import string
 import tempfile
 import time
@@ -209,7 +210,12 @@ def check_disk(root: Path, outcome: Outcome) -> None:
     """Everything the gateway wrote is under root/data, tenant data in tenant places."""
     assert [p.name for p in root.iterdir()] == ["data"]
     data = root / "data"
-    assert {p.name for p in data.iterdir()} <= {"wal", "upload", "bucket"}
+    assert {p.name for p in data.iterdir()} <= {"wal", "upload", "bucket", "index-cache"}
+    # The index files are named by process and number, never by tenant.
+    for path in (data / "index-cache").rglob("*"):
+        parts = path.relative_to(data / "index-cache").parts
+        assert re.fullmatch(r"p[0-9]+", parts[0]), path
+        assert len(parts) == 1 or parts[1].isdigit() or parts[1].startswith(".staging-"), path
     for place in ("upload", "bucket"):
         names = {p.name for p in (data / place).iterdir()}
         assert names - {STORE_LOCK} <= outcome.tenants, f"{place}: {sorted(names)}"
