@@ -17,13 +17,22 @@ from blocks.bucket_index import BucketIndex, load_bucket_index
 from blocks.index import BlockIndex, decode_index
 from blocks.meta import INDEX_FILENAME
 from blocks.objstore.base import ObjectStore
-from querier.index_files import IndexFiles, symbols_nbytes
+from querier.index_files import IndexFiles
 
 log = logging.getLogger(__name__)
 
 # An index that would take more than this share of the memory cache is kept on disk
 # instead (when there is a disk cache), so that one big block cannot push out every other.
 SPILL_SHARE = 4
+
+
+# Python's str overhead, roughly, per symbol on top of its characters.
+_SYMBOL_OVERHEAD_BYTES = 56
+
+
+def symbols_nbytes(index: BlockIndex) -> int:
+    """Memory an index's symbols hold as Python strings."""
+    return sum(len(s) + _SYMBOL_OVERHEAD_BYTES for s in index.symbols)
 
 
 def index_nbytes(index: BlockIndex) -> int:

@@ -159,19 +159,3 @@ def _mapped(obj: T, directory: Path, prefix: str = "") -> T:
         elif dataclasses.is_dataclass(value) and not isinstance(value, type):
             changes[field.name] = _mapped(value, directory, f"{prefix}{field.name}.")
     return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
-
-
-# Python's str overhead, roughly, per symbol on top of its characters.
-_SYMBOL_OVERHEAD_BYTES = 56
-
-
-def symbols_nbytes(index: BlockIndex) -> int:
-    """Memory an index's symbols hold as Python strings."""
-    return sum(len(s) + _SYMBOL_OVERHEAD_BYTES for s in index.symbols)
-
-
-def resident_nbytes(index: BlockIndex) -> int:
-    """Process memory a mapped index holds: its columns read into memory and its symbols
-    (mapped columns are page cache, the kernel's to keep or drop)."""
-    in_memory = sum(a.nbytes for _, a in _columns(index) if not isinstance(a, np.memmap))
-    return in_memory + symbols_nbytes(index)

@@ -32,19 +32,15 @@ _FIXED = 12
 _MAX_VARINT = 10
 
 
-def encode_samples(timestamps: np.ndarray, values: np.ndarray) -> bytes:
-    """The repeated `samples` field of one TimeSeries, every sample written out.
+def encode_samples_of_many(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[bytes]:
+    """The repeated `samples` field of each of several TimeSeries, every sample written
+    out: one pass of array operations over all their samples, then a slice per series. A
+    hundred series of a few samples each cost about what one series of their total does,
+    instead of a hundred times the setup.
 
     Zero values and timestamps are written too (proto3 would omit them); every decoder
     reads them the same, and -0.0 keeps its sign bit this way.
     """
-    return encode_samples_of_many([(timestamps, values)])[0]
-
-
-def encode_samples_of_many(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[bytes]:
-    """`encode_samples` of several series at once: one pass of array operations over all
-    their samples, then a slice per series. A hundred series of a few samples each cost
-    about what one series of their total does, instead of a hundred times the setup."""
     counts = [len(ts) for ts, _ in parts]
     total = sum(counts)
     if not total:
@@ -64,9 +60,10 @@ def encode_samples_of_many(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> li
         _records(ts[lo:hi], value_bytes[lo:hi], int(lengths[lo]))
         for lo, hi in itertools.pairwise(bounds)
     )
-    ends = np.cumsum(lengths + _FIXED)
-    sample_ends = np.cumsum(counts)
-    byte_ends = [0, *np.where(sample_ends > 0, ends[np.maximum(sample_ends - 1, 0)], 0).tolist()]
+    # Byte offset of each sample's record, and of the end of the last.
+    offsets = np.zeros(total + 1, dtype=np.int64)
+    np.cumsum(lengths + _FIXED, out=offsets[1:])
+    byte_ends = offsets[[0, *itertools.accumulate(counts)]].tolist()
     return [data[lo:hi] for lo, hi in itertools.pairwise(byte_ends)]
 
 
@@ -90,8 +87,8 @@ def encode_time_series(
     values: np.ndarray,
     histograms: Sequence[bytes] = (),
 ) -> bytes:
-    """One TimeSeries message: labels through protobuf, samples through encode_samples,
-    then the serialized histograms (time-sorted) as they are."""
+    """One TimeSeries message: labels through protobuf, samples through
+    encode_samples_of_many, then the serialized histograms (time-sorted) as they are."""
     return encode_many_time_series([(labels, (timestamps, values), histograms)])[0]
 
 
