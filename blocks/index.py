@@ -110,19 +110,34 @@ class HistogramRefs:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The chunk rows of the series `ids` overlapping [mint, maxt], in series then time
         order, and for each the position in `ids` of its series."""
-        wanted = np.asarray(ids, dtype=np.int64)
-        first = self.offsets[wanted].astype(np.int64)
-        counts = self.offsets[wanted + 1].astype(np.int64) - first
-        owners = np.repeat(np.arange(len(wanted)), counts)
-        shift = np.repeat(first - (np.cumsum(counts) - counts), counts)
-        rows = shift + np.arange(int(counts.sum()))
-        overlap = (self.maxt[rows] >= mint) & (self.mint[rows] <= maxt)
-        return rows[overlap], owners[overlap]
+        return overlapping_rows(self.offsets, self.mint, self.maxt, ids, mint, maxt)
 
     def samples_in_range(self, ids: np.ndarray, mint: int, maxt: int) -> np.ndarray:
         """Per series in `ids`, the histograms of its chunks overlapping [mint, maxt]."""
         rows, owners = self.rows(ids, mint, maxt)
         return per_owner_sum(self.samples[rows], owners, len(ids))
+
+
+def overlapping_rows(
+    offsets: np.ndarray,
+    row_mint: np.ndarray,
+    row_maxt: np.ndarray,
+    ids: Sequence[int] | np.ndarray,
+    mint: int,
+    maxt: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Of rows grouped by series (series i's are [offsets[i], offsets[i+1])), those of the
+    series `ids` whose [row_mint, row_maxt] overlaps [mint, maxt], in series then row
+    order, and for each the position in `ids` of its series."""
+    wanted = np.asarray(ids, dtype=np.int64)
+    first = offsets[wanted].astype(np.int64)
+    counts = offsets[wanted + 1].astype(np.int64) - first
+    owners = np.repeat(np.arange(len(wanted)), counts)
+    # Each series' rows first..first+count, as one arange shifted per series.
+    shift = np.repeat(first - (np.cumsum(counts) - counts), counts)
+    rows = shift + np.arange(int(counts.sum()))
+    overlap = (row_maxt[rows] >= mint) & (row_mint[rows] <= maxt)
+    return rows[overlap], owners[overlap]
 
 
 def per_owner_sum(values: np.ndarray, owners: np.ndarray, count: int) -> np.ndarray:
@@ -207,15 +222,8 @@ class BlockIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The rows in `chunks` of the series `ids` that overlap [mint, maxt], in series
         then time order, and for each the position in `ids` of its series."""
-        wanted = np.asarray(ids, dtype=np.int64)
-        first = self.chunk_offsets[wanted].astype(np.int64)
-        counts = self.chunk_offsets[wanted + 1].astype(np.int64) - first
-        owners = np.repeat(np.arange(len(wanted)), counts)
-        # Each series' rows first..first+count, as one arange shifted per series.
-        shift = np.repeat(first - (np.cumsum(counts) - counts), counts)
-        rows = shift + np.arange(int(counts.sum()))
-        overlap = (self.chunks.maxt[rows] >= mint) & (self.chunks.mint[rows] <= maxt)
-        return rows[overlap], owners[overlap]
+        chunks = self.chunks
+        return overlapping_rows(self.chunk_offsets, chunks.mint, chunks.maxt, ids, mint, maxt)
 
     def histogram_refs(self) -> HistogramRefs:
         """The block's histogram chunks (none in a block without the section)."""
