@@ -11,6 +11,7 @@ bytes in, bytes out.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,17 +89,7 @@ class HistogramRefs:
     @classmethod
     def empty(cls, series: int) -> HistogramRefs:
         """No histogram in a block of `series` series."""
-        # Every offset 0 as a read-only view of one zero: asked for by every query of a
-        # block without histograms, it must not cost memory or time per series.
-        return cls(
-            np.broadcast_to(np.zeros(1, dtype=np.uint64), (series + 1,)),
-            np.zeros(0, dtype=np.uint32),
-            np.zeros(0, dtype=np.uint64),
-            np.zeros(0, dtype=np.uint32),
-            np.zeros(0, dtype=np.int64),
-            np.zeros(0, dtype=np.int64),
-            np.zeros(0, dtype=np.uint32),
-        )
+        return _empty_histogram_refs(series)
 
     @property
     def total(self) -> int:
@@ -114,8 +105,26 @@ class HistogramRefs:
 
     def samples_in_range(self, ids: np.ndarray, mint: int, maxt: int) -> np.ndarray:
         """Per series in `ids`, the histograms of its chunks overlapping [mint, maxt]."""
+        if not len(self.samples):
+            return np.zeros(len(ids), dtype=np.int64)
         rows, owners = self.rows(ids, mint, maxt)
         return per_owner_sum(self.samples[rows], owners, len(ids))
+
+
+@functools.lru_cache(maxsize=64)
+def _empty_histogram_refs(series: int) -> HistogramRefs:
+    # Asked for by every query of a block without histograms, so made once per size:
+    # every offset 0 as a read-only view of one zero, no memory or time per series.
+    # Every column is read-only or empty, so one object can serve every caller.
+    return HistogramRefs(
+        np.broadcast_to(np.zeros(1, dtype=np.uint64), (series + 1,)),
+        np.zeros(0, dtype=np.uint32),
+        np.zeros(0, dtype=np.uint64),
+        np.zeros(0, dtype=np.uint32),
+        np.zeros(0, dtype=np.int64),
+        np.zeros(0, dtype=np.int64),
+        np.zeros(0, dtype=np.uint32),
+    )
 
 
 def overlapping_rows(
@@ -130,6 +139,10 @@ def overlapping_rows(
     series `ids` whose [row_mint, row_maxt] overlaps [mint, maxt], in series then row
     order, and for each the position in `ids` of its series."""
     wanted = np.asarray(ids, dtype=np.int64)
+    if len(wanted) == 1:  # one series' rows are one slice: a few array calls, not a dozen
+        lo, hi = int(offsets[wanted[0]]), int(offsets[wanted[0] + 1])
+        inside = np.flatnonzero((row_maxt[lo:hi] >= mint) & (row_mint[lo:hi] <= maxt))
+        return inside + lo, np.zeros(len(inside), dtype=np.int64)
     first = offsets[wanted].astype(np.int64)
     counts = offsets[wanted + 1].astype(np.int64) - first
     owners = np.repeat(np.arange(len(wanted)), counts)

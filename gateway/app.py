@@ -28,7 +28,13 @@ from gateway.decode import (
 )
 from gateway.decode_v2 import decode_v2_request
 from gateway.head import Head
-from gateway.http import add_status_routes, error_response, install_error_handlers, read_body
+from gateway.http import (
+    NO_TELEMETRY,
+    add_status_routes,
+    error_response,
+    install_error_handlers,
+    read_body,
+)
 from gateway.metadata_api import EXEMPLARS_PATH, METADATA_PATH, MetadataAPI, add_metadata_routes
 from gateway.metrics import GatewayMetrics, HeadCollector
 from gateway.shipper import Shipper, queued_blocks
@@ -200,7 +206,9 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry) -> FastAPI:
             await background
             await asyncio.to_thread(gateway.stop)
 
-    app = FastAPI(title="Strata", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="Strata", lifespan=lifespan, docs_url=None, redoc_url=None, telemetry=NO_TELEMETRY
+    )
     install_auth(app, config, registry, AUTH_ROUTES)
     gateway = Gateway(config, registry)
     app.state.gateway = gateway
@@ -242,10 +250,12 @@ def create_app(config: GatewayConfig, registry: CollectorRegistry) -> FastAPI:
         headers = written_headers(outcome) if protocol == V2_PROTO else None
         return Response(status_code=204, headers=headers)
 
+    # Plain Starlette routes: the handlers take the Request and nothing else, and
+    # FastAPI's per-request parameter solving cost a small read a tenth of its time.
     for path in WRITE_PATHS:
-        app.add_api_route(path, remote_write, methods=["POST"], include_in_schema=False)
+        app.add_route(path, remote_write, methods=["POST"], include_in_schema=False)
 
-    app.add_api_route(READ_PATH, gateway.reader.endpoint, methods=["POST"], include_in_schema=False)
+    app.add_route(READ_PATH, gateway.reader.endpoint, methods=["POST"], include_in_schema=False)
     metadata_api = MetadataAPI(
         gateway.ingester.metadata,
         gateway.ingester.exemplars,

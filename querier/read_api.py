@@ -12,15 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import NamedTuple
 
 import numpy as np
 import snappy
 from fastapi import Request, Response
-from fastapi.responses import StreamingResponse
 from google.protobuf.message import DecodeError
-from starlette.background import BackgroundTask
 
 from blocks.errors import (
     InvalidRequest,
@@ -50,6 +48,7 @@ from querier.samples_response import (
     encode_read_response,
 )
 from querier.stream_chunks import encode_pieces, piece_samples, series_fields, series_frames
+from querier.stream_response import FrameStream
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +57,10 @@ SAMPLES_CONTENT_TYPE = "application/x-protobuf"
 STREAMED_CONTENT_TYPE = "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse"
 SAMPLES = remote_pb2.ReadRequest.SAMPLES
 STREAMED = remote_pb2.ReadRequest.STREAMED_XOR_CHUNKS
+# A streamed answer this small is sent as one body once it is ready. Streaming it would
+# cost a thread trip per batch and a task watching for a disconnect: for a small read,
+# more than the read. Larger ones stream, holding about this much at a time.
+WHOLE_ANSWER_BYTES = 2 << 20
 
 
 def check_read_headers(headers: Mapping[str, str]) -> None:
@@ -187,27 +190,42 @@ class ReadHandler:
                     media_type=SAMPLES_CONTENT_TYPE,
                     headers={"Content-Encoding": "snappy"},
                 )
-            frames, first = await asyncio.to_thread(
+            head, rest = await asyncio.to_thread(
                 self._planned_frames, _Job(tenant, queries, local, deadline)
             )
         except BaseException:
             slot.release()
             raise
-        # The stream releases the slot when it ends; the background task when the client
-        # went away before the stream even started.
-        return StreamingResponse(
-            self._stream(frames, first, started, slot),
-            media_type=STREAMED_CONTENT_TYPE,
-            background=BackgroundTask(slot.release),
-        )
+        if rest is None:
+            # The whole answer came with the first trip: one body, no stream to run.
+            slot.release()
+            self.metrics.observe("streamed", time.monotonic() - started)
+            return Response(b"".join(head), media_type=STREAMED_CONTENT_TYPE)
+
+        def on_end(completed: bool) -> None:
+            slot.release()
+            if completed:
+                self.metrics.observe("streamed", time.monotonic() - started)
+
+        return FrameStream(head, rest, STREAMED_CONTENT_TYPE, on_end)
 
     def _planned_samples(self, job: _Job) -> bytes:
         return self._samples_response(self._plan(job), job.deadline)
 
-    def _planned_frames(self, job: _Job) -> tuple[Iterator[bytes], bytes | None]:
+    def _planned_frames(self, job: _Job) -> tuple[list[bytes], Iterator[bytes] | None]:
+        """The frames of the first batches, up to WHOLE_ANSWER_BYTES, and an iterator over
+        the rest (None when there is none): most answers are whole by then, and a longer
+        one starts with those in hand."""
         plans = self._plan(job)
         frames = (chunk for plan in plans for chunk in self._frames(plan, job.deadline))
-        return frames, next(frames, None)
+        head: list[bytes] = []
+        size = 0
+        for chunk in frames:
+            head.append(chunk)
+            size += len(chunk)
+            if size >= WHOLE_ANSWER_BYTES:
+                return head, frames
+        return head, None
 
     def _plan(self, job: _Job) -> list[QueryPlan]:
         """Every query planned, each within the limits and all of them together."""
@@ -280,18 +298,6 @@ class ReadHandler:
             results.append(encode_query_result(encoded))
         return bytes(snappy.compress(encode_read_response(results)))
 
-    async def _stream(
-        self, frames: Iterator[bytes], first: bytes | None, started: float, slot: _Slot
-    ) -> AsyncIterator[bytes]:
-        try:
-            chunk = first
-            while chunk is not None:
-                yield chunk
-                chunk = await asyncio.to_thread(_next_or_none, frames)
-            self.metrics.observe("streamed", time.monotonic() - started)
-        finally:
-            slot.release()
-
     def _frames(self, plan: QueryPlan, deadline: Deadline) -> Iterator[bytes]:
         """Frames of one query, a batch of series at a time (bytes of several frames)."""
         for batch in self.engine.piece_batches(plan, deadline):
@@ -330,7 +336,3 @@ class _Slot:
         if self._handler is not None:
             self._handler._release()
             self._handler = None
-
-
-def _next_or_none(frames: Iterator[bytes]) -> bytes | None:
-    return next(frames, None)

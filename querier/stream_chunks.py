@@ -19,6 +19,7 @@ exactly as protobuf would serialize them (tests/querier/test_stream_chunks.py).
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Sequence
 
@@ -144,12 +145,12 @@ def clipped_pieces(whole: EncodedChunks, part: Part, mint: int, maxt: int) -> li
     thousands of samples of a series in one) so costs a read at most two XOR chunks' work.
     `part`: the stored chunk's samples (time-sorted), `whole`: its encoding."""
     ts, values = part
-    lo = np.asarray(whole.mint, dtype=np.int64)
-    hi = np.asarray(whole.maxt, dtype=np.int64)
+    lo, hi = whole.mint, whole.maxt
     # XOR chunks [first, last) overlap the range; [inner, outer) lie inside it. They are
-    # in time order, so both are runs, and only the two ends can be cut.
-    first = int(np.searchsorted(hi, mint, "left"))
-    last = int(np.searchsorted(lo, maxt, "right"))
+    # in time order, so both are runs, and only the two ends can be cut. (bisect on the
+    # tuples: a stored chunk holds at most 18 XOR chunks, too few for numpy's call cost.)
+    first = bisect.bisect_left(hi, mint)
+    last = bisect.bisect_right(lo, maxt)
     if first >= last:
         return []
     inner = first if lo[first] >= mint else first + 1
@@ -157,8 +158,8 @@ def clipped_pieces(whole: EncodedChunks, part: Part, mint: int, maxt: int) -> li
     pieces: list[Piece] = []
 
     def cut(k: int) -> None:
-        begin = int(np.searchsorted(ts, max(int(lo[k]), mint), "left"))
-        end = int(np.searchsorted(ts, min(int(hi[k]), maxt), "right"))
+        begin = int(ts.searchsorted(max(lo[k], mint), "left"))
+        end = int(ts.searchsorted(min(hi[k], maxt), "right"))
         if end > begin:
             pieces.append((ts[begin:end], values[begin:end]))
 
@@ -168,8 +169,8 @@ def clipped_pieces(whole: EncodedChunks, part: Part, mint: int, maxt: int) -> li
     if inner > first:
         cut(first)
     if outer > inner:
-        begin = int(np.searchsorted(ts, lo[inner], "left"))
-        end = int(np.searchsorted(ts, hi[outer - 1], "right"))
+        begin = int(ts.searchsorted(lo[inner], "left"))
+        end = int(ts.searchsorted(hi[outer - 1], "right"))
         pieces.append(EncodedChunks(whole.fields[inner:outer], end - begin))
     if outer < last:
         cut(last - 1)

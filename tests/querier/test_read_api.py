@@ -26,6 +26,7 @@ from gateway.app import Gateway, create_app
 from gateway.config import GatewayConfig
 from gateway.head_cut import BLOCK_DURATION_MS
 from proto import remote_pb2, types_pb2
+from querier import read_api
 from querier.app import create_query_app
 from querier.limits import Deadline
 from querier.matchers import Matcher, MatchType
@@ -206,9 +207,17 @@ def test_tenants_see_only_their_own_series(tmp_path: Path) -> None:
     run(app, scenario)
 
 
-def test_streamed_answer_equals_the_samples_answer(tmp_path: Path) -> None:
+@pytest.mark.parametrize("whole_answer_bytes", [None, 1], ids=["one body", "streamed"])
+def test_streamed_answer_equals_the_samples_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whole_answer_bytes: int | None
+) -> None:
+    """Small answers go out as one body, larger ones a batch at a time (here every answer,
+    with the threshold at one byte); either way the same samples, and the read's
+    concurrency slot is free again afterwards."""
+    if whole_answer_bytes is not None:
+        monkeypatch.setattr(read_api, "WHOLE_ANSWER_BYTES", whole_answer_bytes)
     expected = workload()
-    app = gateway_app(tmp_path, cut_grace_ms=0)
+    app = gateway_app(tmp_path, cut_grace_ms=0, query_concurrency=1, query_timeout_s=2.0)
 
     async def scenario(client: httpx.AsyncClient) -> None:
         await write(client, expected)
@@ -218,12 +227,13 @@ def test_streamed_answer_equals_the_samples_answer(tmp_path: Path) -> None:
             (START_MS + 3 * HOUR_MS, START_MS + 4 * HOUR_MS, [matcher("host", "h2")]),
         ]
         samples = await read_samples(client, queries)
-        answer = await client.post(
-            "/api/v1/read", content=read_request(queries, streamed=True), headers=READ_HEADERS
-        )
-        assert answer.status_code == 200, answer.text
-        assert answer.headers["content-type"] == STREAMED_CONTENT_TYPE
-        assert decode_streamed(answer.content, len(queries)) == samples
+        for _ in range(2):  # with one slot, a second read waits for a slot the first kept
+            answer = await client.post(
+                "/api/v1/read", content=read_request(queries, streamed=True), headers=READ_HEADERS
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["content-type"] == STREAMED_CONTENT_TYPE
+            assert decode_streamed(answer.content, len(queries)) == samples
 
     run(app, scenario)
 
