@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,6 +163,16 @@ def per_owner_sum(values: np.ndarray, owners: np.ndarray, count: int) -> np.ndar
 
 
 @dataclass(frozen=True, slots=True)
+class LabelValues:
+    """A label's values, sorted, and a way to the series of the ones chosen: postings are
+    taken only for the values a matcher accepts, not for each of a label's thousands."""
+
+    values: list[str]
+    # Sorted ids of the series with each of the values at these positions of `values`.
+    series_of: Callable[[Sequence[int]], list[np.ndarray]]
+
+
+@dataclass(frozen=True, slots=True)
 class BlockIndex:
     """A decoded index. Series ids are positions in label order."""
 
@@ -202,20 +212,26 @@ class BlockIndex:
                 hi = mid
         return lo if lo < len(self.symbols) and self.symbols[lo] == text else -1
 
-    def label_values(self, name: str) -> list[tuple[str, np.ndarray]]:
-        """Every value of a label name with the series that have it."""
+    def label_values(self, name: str) -> LabelValues:
+        """Every value of a label name, sorted (symbols are numbered in string order)."""
+        lo, hi = self._posting_range(name)
+        symbols = self.symbols
+        offsets = self.posting_offsets
+
+        def series_of(positions: Sequence[int]) -> list[np.ndarray]:
+            bounds = [(int(offsets[lo + i]), int(offsets[lo + i + 1])) for i in positions]
+            return [self.posting_series[start:end] for start, end in bounds]
+
+        return LabelValues([symbols[v] for v in self.posting_values[lo:hi].tolist()], series_of)
+
+    def _posting_range(self, name: str) -> tuple[int, int]:
+        """The rows of the postings table that belong to label `name`."""
         sym = self.symbol(name)
         if sym < 0:
-            return []
+            return 0, 0
         lo = int(np.searchsorted(self.posting_names, sym, "left"))
         hi = int(np.searchsorted(self.posting_names, sym, "right"))
-        return [
-            (
-                self.symbols[int(self.posting_values[i])],
-                self.posting_series[self.posting_offsets[i] : self.posting_offsets[i + 1]],
-            )
-            for i in range(lo, hi)
-        ]
+        return lo, hi
 
     def postings(self, name: str, value: str) -> np.ndarray:
         """Sorted ids of the series with label name=value: two binary searches."""

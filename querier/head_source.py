@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from blocks.columns import run_bounds
+from blocks.index import LabelValues
 from blocks.sample_codec import decode_samples
 from gateway.head import FrozenBatch, HeadSnapshot, TenantHead, key_label_pairs
 from gateway.head_histograms import HistogramView
@@ -83,11 +84,17 @@ class HeadPostings:
                     self._postings.setdefault(name, {}).setdefault(value, array("I")).append(ref)
             self._indexed = max(self._indexed, count)
 
-    def label_values(self, name: str) -> list[tuple[str, np.ndarray]]:
-        """Every value of a label name with the refs of the series that have it."""
+    def label_values(self, name: str) -> LabelValues:
+        """Every value of a label name, sorted."""
         with self._lock:
-            values = self._postings.get(name, {})
-            return [(v, np.array(values[v], dtype=np.uint32)) for v in sorted(values)]
+            by_value = self._postings.get(name, {})
+            values = sorted(by_value)
+
+        def series_of(positions: Sequence[int]) -> list[np.ndarray]:
+            with self._lock:  # refs may be appended meanwhile: copied under the lock
+                return [np.array(by_value[values[i]], dtype=np.uint32) for i in positions]
+
+        return LabelValues(values, series_of)
 
     def postings(self, name: str, value: str) -> np.ndarray:
         """Refs of the series with label name=value."""

@@ -56,10 +56,20 @@ class Matcher:
     name: str
     value: str
     _accepts: Callable[[str], bool] = field(init=False, repr=False, compare=False)
+    # What the value (the regex itself for =~ and !~, before any negation) matches: the
+    # exact values when that is a finite set of literals, else None; and a prefix every
+    # value it matches starts with ("" when there is none). Selection uses them to look
+    # values up instead of testing each (querier/postings.py).
+    pattern_values: frozenset[str] | None = field(init=False, repr=False, compare=False)
+    pattern_prefix: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "type", MatchType(self.type))
         object.__setattr__(self, "_accepts", self._value_test())
+        regex = self.type in (MatchType.RE, MatchType.NRE)
+        literals = literal_alternatives(self.value) if regex else frozenset([self.value])
+        object.__setattr__(self, "pattern_values", literals)
+        object.__setattr__(self, "pattern_prefix", literal_prefix(self.value) if regex else "")
 
     def _value_test(self) -> Callable[[str], bool]:
         if self.type in (MatchType.EQ, MatchType.NEQ):
@@ -143,6 +153,53 @@ def literal_alternatives(pattern: str) -> frozenset[str] | None:
         return None
     alternatives.append("".join(current))
     return frozenset(alternatives)
+
+
+def literal_prefix(pattern: str) -> str:
+    """A literal every whole-value match of `pattern` starts with ("" if none is sure).
+
+    The characters before the first metacharacter (an escaped metacharacter counts as
+    its character), less the last one when a quantifier follows it; none at all when an
+    alternation outside any group or class could start elsewhere (`ab|cd`).
+    """
+    prefix: list[str] = []
+    at = 0
+    while at < len(pattern):
+        char = pattern[at]
+        if char == "\\" and at + 1 < len(pattern) and pattern[at + 1] in REGEX_META:
+            prefix.append(pattern[at + 1])
+            at += 2
+            continue
+        if char in REGEX_META:
+            if char in "*+?{" and prefix:
+                prefix.pop()
+            break
+        prefix.append(char)
+        at += 1
+    if not prefix or _has_top_level_alternation(pattern):
+        return ""
+    return "".join(prefix)
+
+
+def _has_top_level_alternation(pattern: str) -> bool:
+    depth = 0
+    in_class = escaped = False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth <= 0:
+            return True
+    return False
 
 
 def _re2_reason(exc: re2.error) -> str:

@@ -8,17 +8,22 @@ once, never each series.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import numpy as np
 
+from blocks.index import LabelValues
 from querier.matchers import Matcher, MatchType
 
 NO_SERIES = np.zeros(0, dtype=np.uint32)
 # Values tested between two checkpoint calls: well under a second even for the nastiest
 # regexes on 2 KiB values (about 6 ms each), a few microseconds for ordinary ones.
 CHECKPOINT_VALUES = 64
+# A regex of at most this many literal alternatives (`a|b|c`, what Grafana sends for a
+# multi-value variable) is answered by looking each up rather than testing every value.
+LOOKUP_LITERALS = 256
 
 
 class PostingsSource(Protocol):
@@ -29,8 +34,8 @@ class PostingsSource(Protocol):
         """Series ids run from 0 to series_count - 1."""
         ...
 
-    def label_values(self, name: str) -> list[tuple[str, np.ndarray]]:
-        """Every value of a label with the sorted ids of the series that have it."""
+    def label_values(self, name: str) -> LabelValues:
+        """Every value of a label, sorted, and the series of each."""
         ...
 
     def postings(self, name: str, value: str) -> np.ndarray:
@@ -80,7 +85,7 @@ class _Lookup:
     def __init__(self, source: PostingsSource, checkpoint: Callable[[], None]) -> None:
         self.source = source
         self.checkpoint = checkpoint
-        self._values: dict[str, list[tuple[str, np.ndarray]]] = {}
+        self._values: dict[str, LabelValues] = {}
 
     def accepted(self, matcher: Matcher) -> np.ndarray:
         """Series having the matcher's label with a value the matcher accepts."""
@@ -95,15 +100,31 @@ class _Lookup:
         return self._where(matcher, False)
 
     def _where(self, matcher: Matcher, accepted: bool) -> np.ndarray:
+        # Wanted: the values the pattern matches (accepted by =~, rejected by !~) or the
+        # others. Values the pattern matches are a known few (`a|b|c`: looked up, as
+        # Prometheus does) or share its literal prefix (a run of the sorted values).
+        matched = accepted is not matcher.negative
+        literals = matcher.pattern_values
+        if matched and literals is not None and len(literals) <= LOOKUP_LITERALS:
+            return _union([self.source.postings(matcher.name, v) for v in sorted(literals)])
         if matcher.name not in self._values:
             self._values[matcher.name] = self.source.label_values(matcher.name)
-        parts = []
-        for i, (value, ids) in enumerate(self._values[matcher.name]):
-            if i % CHECKPOINT_VALUES == 0:
+        found = self._values[matcher.name]
+        values = found.values
+        lo, hi = 0, len(values)
+        prefix = matcher.pattern_prefix
+        if matched and prefix:
+            lo = bisect.bisect_left(values, prefix)
+            hi = lo
+            while hi < len(values) and values[hi].startswith(prefix):
+                hi += 1
+        positions = []
+        for i in range(lo, hi):
+            if (i - lo) % CHECKPOINT_VALUES == 0:
                 self.checkpoint()
-            if matcher.matches_value(value) is accepted:
-                parts.append(ids)
-        return _union(parts)
+            if matcher.matches_value(values[i]) is accepted:
+                positions.append(i)
+        return _union(found.series_of(positions))
 
 
 def _union(parts: list[np.ndarray]) -> np.ndarray:
@@ -120,7 +141,21 @@ def _intersect(parts: list[np.ndarray]) -> np.ndarray:
     parts = sorted(parts, key=len)
     selected = parts[0]
     for ids in parts[1:]:
-        selected = np.intersect1d(selected, ids, assume_unique=True)
+        selected = _sorted_intersection(selected, ids)
         if not len(selected):
             break
     return selected
+
+
+def _sorted_intersection(small: np.ndarray, large: np.ndarray) -> np.ndarray:
+    """The ids in both sorted, duplicate-free arrays, `small` no longer than `large`.
+
+    Each of the few looked up in the many by binary search: intersect1d would sort
+    both together, 10 ms for a metric name's 200,000 series against one host's 100.
+    """
+    if len(small) * 8 > len(large):
+        return np.intersect1d(small, large, assume_unique=True)
+    at = np.searchsorted(large, small)
+    found = at < len(large)
+    found[found] = large[at[found]] == small[found]
+    return small[found]

@@ -104,7 +104,10 @@ def test_postings_find_series_by_label_pair(tmp_path: Path) -> None:
     by_job = [reader.index.labels(int(s)) for s in reader.index.postings("job", "a")]
     assert by_job == [[("__name__", "down"), ("job", "a")], [("__name__", "up"), ("job", "a")]]
     assert len(reader.index.postings("job", "zzz")) == 0
-    assert [v for v, _ in reader.index.label_values("__name__")] == ["down", "up"]
+    names = reader.index.label_values("__name__")
+    assert names.values == ["down", "up"]
+    assert [ids.tolist() for ids in names.series_of([1, 0])] == [[1, 2], [0]]
+    assert reader.index.label_values("nope").values == []
 
 
 def test_meta_json_roundtrips_and_unknown_version_is_refused(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from querier.matchers import (
     Matcher,
     MatchType,
     literal_alternatives,
+    literal_prefix,
     matchers_from_proto,
 )
 from querier.postings import select_series
@@ -285,7 +286,12 @@ def label_sets(draw: st.DrawFn) -> list[LabelSet]:
 matcher_specs = st.tuples(
     st.sampled_from(list(MatchType)),
     st.sampled_from(["a", "b", "c", "d"]),
-    st.sampled_from(["", "x", "y", "xy", "é", "x|y", "|x", ".*", ".+", "x.*", "x.y", "(?s)x.y"]),
+    st.sampled_from(
+        [
+            *["", "x", "y", "xy", "é", "x|y", "|x", ".*", ".+", "x.*", "x.y", "(?s)x.y"],
+            *["xy?", "x+", "xy.*|y", "(x|y).*", "é.*", "x\\..*", "x[y|]", "x(y|)"],
+        ]
+    ),
 )
 
 
@@ -340,9 +346,43 @@ def test_select_series_in_a_block(
     assert labels_of(index, got) == expected
 
 
-def test_regex_is_tested_once_per_distinct_value(
+def test_literal_prefix_is_what_every_match_starts_with() -> None:
+    assert literal_prefix("host-0000[0-9]:9100") == "host-0000"
+    assert literal_prefix("ab?c") == "a"
+    assert literal_prefix("a+") == ""
+    assert literal_prefix("a\\.b.*") == "a.b"
+    assert literal_prefix("ab(c|d)") == "ab"
+    assert literal_prefix("ab[|]") == "ab"
+    assert literal_prefix("ab|cd") == ""
+    assert literal_prefix("a(b)|c") == ""
+    assert literal_prefix("(?i)ab") == ""
+    assert literal_prefix("a\\db") == "a"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    pattern=st.text(alphabet=PATTERN_CHARS + "[]{1}", max_size=7),
+    values=st.lists(st.text(alphabet=VALUE_CHARS + "[]{}1", max_size=5), max_size=8),
+)
+def test_every_value_a_regex_matches_starts_with_its_literal_prefix(
+    pattern: str, values: list[str]
+) -> None:
+    try:
+        matcher = Matcher(RE, "l", pattern)
+    except InvalidRequest:
+        reject()
+    prefix = literal_prefix(pattern)
+    # The prefix's own beginnings too: what a prefix one character too long would miss.
+    for value in [*values, *(prefix[:k] for k in range(len(prefix) + 1)), pattern]:
+        if matcher.matches_value(value):
+            assert value.startswith(prefix), (pattern, value, prefix)
+
+
+def test_regex_is_tested_once_per_distinct_value_it_could_match(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A regex without a literal prefix tests every value once; one with a prefix only
+    the values that have it; a set of literals none (they are looked up)."""
     series = [(("host", f"h{i:03d}"), ("job", "abc"[i % 3])) for i in range(300)]
     index = write_index(tmp_path, series)
     tested: list[str] = []
@@ -354,11 +394,18 @@ def test_regex_is_tested_once_per_distinct_value(
         return original(self, value)
 
     monkeypatch.setattr(Matcher, "matches_value", counting)
-    got = select_series(index, [Matcher(RE, "job", "a|c"), Matcher(NRE, "job", "c.*")])
-    assert sorted(tested) == ["a", "a", "b", "b", "c", "c"]
+    got = select_series(index, [Matcher(RE, "job", "a|b.*"), Matcher(NRE, "job", "c.*")])
+    assert sorted(tested) == ["a", "b", "c", "c"]
     assert [dict(index.labels(int(i)))["host"] for i in got] == [
-        f"h{i:03d}" for i in range(0, 300, 3)
+        f"h{i:03d}" for i in range(300) if i % 3 < 2
     ]
+    tested.clear()
+    got = select_series(index, [Matcher(RE, "job", "a|c"), Matcher(RE, "host", "h00.")])
+    assert tested == []
+    assert [dict(index.labels(int(i)))["host"] for i in got] == [
+        f"h{i:03d}" for i in range(10) if i % 3 != 1
+    ]
+    assert Matcher(RE, "job", "a|c").pattern_values == frozenset({"a", "c"})
 
 
 class Stop(Exception):
