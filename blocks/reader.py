@@ -70,10 +70,14 @@ class BlockReader:
             if not run:
                 out[series] = (np.zeros(0, dtype=np.int64), np.zeros(0))
                 continue
-            ts = np.concatenate([chunks[row][0] for row in run])
-            values = np.concatenate([chunks[row][1] for row in run])
-            keep = (ts >= mint) & (ts <= maxt)
-            out[series] = (ts[keep], values[keep])
+            if len(run) == 1:
+                ts, values = chunks[run[0]]
+            else:
+                ts = np.concatenate([chunks[row][0] for row in run])
+                values = np.concatenate([chunks[row][1] for row in run])
+            # Time-sorted: the range is one slice (a view, where a mask would copy).
+            lo, hi = ts.searchsorted(mint, "left"), ts.searchsorted(maxt, "right")
+            out[series] = (ts[lo:hi], values[lo:hi])
         return out
 
     def read_histograms(
@@ -154,6 +158,10 @@ class BlockReader:
                 found[(page, slot)] = cached
         page_slots = {page: np.array(sorted(s), dtype=np.int64) for page, s in missing.items()}
         for page, (ts, values, starts, wanted) in self._fetch_pages(page_slots).items():
+            # Decoded chunks are shared, through the cache and the views read_series
+            # answers with: read-only, so that no reader can change another's samples.
+            ts.setflags(write=False)
+            values.setflags(write=False)
             for at, slot in enumerate(wanted.tolist()):
                 begin, end = int(starts[at]), int(starts[at + 1])
                 chunk = (ts[begin:end], values[begin:end])

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from proto import types_pb2
 from querier.varint import uvarint
 
 Labels = Sequence[tuple[str, str]]
@@ -27,6 +26,8 @@ _TAG_SAMPLE = 0x12  # TimeSeries.samples: field 2, bytes
 _TAG_HISTOGRAM = b"\x22"  # TimeSeries.histograms: field 4, bytes
 _TAG_VALUE = 0x09  # Sample.value: field 1, 64-bit
 _TAG_TIMESTAMP = 0x10  # Sample.timestamp: field 2, varint
+_TAG_LABEL = 0x0A  # TimeSeries.labels, ChunkedSeries.labels, Label.name: field 1, bytes
+_V1 = b"\x12"  # Label.value: field 2, bytes
 # Sample bytes before the timestamp's varint: tag, length, value tag, 8 value bytes, tag.
 _FIXED = 12
 _MAX_VARINT = 10
@@ -98,15 +99,31 @@ def encode_many_time_series(
     """`encode_time_series` of each of several series, their samples laid out together."""
     samples = encode_samples_of_many([part for _, part, _ in series])
     return [
-        _label_part(labels) + own + encode_histograms(histograms)
+        label_fields(labels) + own + encode_histograms(histograms)
         for (labels, _, histograms), own in zip(series, samples, strict=True)
     ]
 
 
-def _label_part(labels: Labels) -> bytes:
-    return types_pb2.TimeSeries(
-        labels=[types_pb2.Label(name=n, value=v) for n, v in labels]
-    ).SerializeToString()
+def label_fields(labels: Labels) -> bytes:
+    """The labels as the repeated field 1 of a TimeSeries or a ChunkedSeries, the bytes
+    protobuf writes (an empty name or value left out); twice as fast as building the
+    messages, which was a tenth of a small read."""
+    out = []
+    for name, value in labels:
+        n, v = name.encode(), value.encode()
+        size = len(n) + len(v) + 4
+        if len(n) > 0 and len(v) > 0 and size < 0x80:  # every length one byte
+            head = bytes((_TAG_LABEL, size, _TAG_LABEL, len(n)))
+            out.append(b"".join((head, n, _V1, bytes((len(v),)), v)))
+            continue
+        body = b"".join(
+            (
+                bytes((_TAG_LABEL,)) + uvarint(len(n)) + n if n else b"",
+                _V1 + uvarint(len(v)) + v if v else b"",
+            )
+        )
+        out.append(bytes((_TAG_LABEL,)) + uvarint(len(body)) + body)
+    return b"".join(out)
 
 
 def encode_histograms(histograms: Sequence[bytes]) -> bytes:

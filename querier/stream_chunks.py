@@ -28,6 +28,7 @@ import numpy as np
 from blocks.chunk_cache import ENTRY_OVERHEAD_BYTES, ChunkKey, LruCache
 from proto import types_pb2
 from querier.histogram_chunk import encode_histogram_chunks
+from querier.samples_response import label_fields
 from querier.selection import EncodedChunks, HistogramPart, LabelSet, Part, Piece
 from querier.stream_frames import encode_frame
 from querier.varint import uvarint
@@ -182,19 +183,17 @@ def series_frames(
 ) -> list[bytes]:
     """One series as frames holding at most about max_frame_bytes of chunks each; a long
     series spans several frames, each with its labels, as Prometheus's own server does."""
-    label_fields = types_pb2.ChunkedSeries(
-        labels=[types_pb2.Label(name=n, value=v) for n, v in labels]
-    ).SerializeToString()
+    own_labels = label_fields(labels)
     tail = _RESPONSE_QUERY_INDEX + uvarint(query_index & _MASK64) if query_index else b""
     frames = []
     start = size = 0
     for at, field in enumerate(fields):
         if at > start and size + len(field) > max_frame_bytes:
-            frames.append(_frame(label_fields, fields[start:at], tail))
+            frames.append(_frame(own_labels, fields[start:at], tail))
             start, size = at, 0
         size += len(field)
     if len(fields) > start:
-        frames.append(_frame(label_fields, fields[start:], tail))
+        frames.append(_frame(own_labels, fields[start:], tail))
     return frames
 
 

@@ -12,6 +12,7 @@ from querier.samples_response import (
     encode_query_result,
     encode_read_response,
     encode_time_series,
+    label_fields,
 )
 from querier.varint import uvarint
 from tests.support.values import STALE_NAN
@@ -99,3 +100,11 @@ def test_empty_answers_are_valid_messages() -> None:
 def test_varint_matches_protobuf() -> None:
     for n in (1, 127, 128, 300, 2**32, 2**63 - 1):
         assert b"\x10" + uvarint(n) == types_pb2.Sample(timestamp=n).SerializeToString()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=70), st.text(max_size=140)), max_size=5))
+def test_label_fields_are_the_bytes_protobuf_writes(labels: list[tuple[str, str]]) -> None:
+    """Empty names and values, lengths on either side of one varint byte, any code point."""
+    want = types_pb2.TimeSeries(labels=[types_pb2.Label(name=n, value=v) for n, v in labels])
+    assert label_fields(labels) == want.SerializeToString()
