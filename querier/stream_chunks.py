@@ -32,7 +32,7 @@ from querier.samples_response import label_fields
 from querier.selection import EncodedChunks, HistogramPart, LabelSet, Part, Piece
 from querier.stream_frames import encode_frame
 from querier.varint import uvarint
-from querier.xor_chunk import encode_xor_series
+from querier.xor_chunk import SAMPLES_PER_CHUNK, encode_xor_series
 
 _MASK64 = (1 << 64) - 1
 # Field tags: (number << 3) | wire type; 0 varint, 2 length-delimited.
@@ -74,7 +74,15 @@ def encode_pieces(series_pieces: Sequence[Sequence[Piece]]) -> list[list[bytes]]
     """Every series' chunk fields in time order: encoded pieces as they are, the sample
     pieces of all the series encoded in one call (its fixed cost is per call)."""
     to_encode = [p for pieces in series_pieces for p in pieces if isinstance(p, tuple)]
-    encoded = iter(encode_xor_series(to_encode))
+    # Pieces of one XOR chunk or less are what a range cuts off stored chunks, encoded
+    # anew on every read: without reusing windows (encode_xor_series). Longer ones are
+    # merged series, encoded as Prometheus would.
+    short = [len(p[0]) <= SAMPLES_PER_CHUNK for p in to_encode]
+    cut_off = [p for p in to_encode if len(p[0]) <= SAMPLES_PER_CHUNK]
+    merged = [p for p in to_encode if len(p[0]) > SAMPLES_PER_CHUNK]
+    cut_chunks = iter(encode_xor_series(cut_off, reuse_windows=False))
+    merged_chunks = iter(encode_xor_series(merged))
+    encoded = (next(cut_chunks) if s else next(merged_chunks) for s in short)
     out = []
     for pieces in series_pieces:
         fields: list[bytes] = []

@@ -219,6 +219,40 @@ def test_any_series_round_trips_bit_exact(
     assert_round_trip(ts, np.array(bits, dtype=np.uint64), max_samples)
 
 
+@settings(deadline=None, max_examples=150)
+@given(data=st.data(), ts=sorted_timestamps | regular_timestamps)
+def test_chunks_without_reused_windows_decode_to_the_same_samples(
+    data: st.DataObject, ts: npt.NDArray[np.int64]
+) -> None:
+    """reuse_windows=False: every changed value opens its own window. Other bytes than
+    Prometheus's (where a value fits the last window), the same samples back."""
+    bits = np.array(
+        data.draw(st.lists(value_bits, min_size=len(ts), max_size=len(ts))), dtype=np.uint64
+    )
+    [chunks] = encode_xor_series([(ts, bits.view(np.float64))], reuse_windows=False)
+    [exact] = encode_xor_series([(ts, bits.view(np.float64))])
+    at = 0
+    assert len(chunks) == len(exact)
+    for mint, maxt, got in chunks:
+        got_ts, got_values = decode_xor_chunk(got)
+        n = len(got_ts)
+        np.testing.assert_array_equal(got_ts, ts[at : at + n])
+        np.testing.assert_array_equal(got_values.view(np.uint64), bits[at : at + n])
+        assert (mint, maxt) == (ts[at], ts[at + n - 1])
+        at += n
+    assert at == len(ts)
+
+
+def test_without_reused_windows_a_value_that_fits_opens_one_anyway() -> None:
+    ts = np.arange(3, dtype=np.int64) * 1000
+    values = np.array([1.0, 3.0, 1.0])  # the second XOR is the first: it fits its window
+    [[(_, _, exact)]] = encode_xor_series([(ts, values)])
+    [[(_, _, fresh)]] = encode_xor_series([(ts, values)], reuse_windows=False)
+    assert exact == reference_chunk(ts.tolist(), values.view(np.uint64).tolist())
+    assert fresh != exact
+    np.testing.assert_array_equal(decode_xor_chunk(fresh)[1], values)
+
+
 def long_series(kind: str, n: int, rng: np.random.Generator) -> npt.NDArray[np.uint64]:
     """Value bits of a few typical shapes of series."""
     if kind == "counter":
