@@ -375,9 +375,13 @@ def test_strata_streams_what_prometheus_streams_for_the_same_data(
                 got = np.concatenate([s[part] for s in our_samples])
                 want = np.concatenate([s[part] for s in their_samples])
                 assert got.view(np.uint64).tolist() == want.view(np.uint64).tolist(), case
-            # Where both cut the same samples into a chunk, the bytes are the same.
+            # Where both cut the same samples into a chunk, the bytes are the same; but for
+            # a series' first and last chunk when the range trims the data: what the range
+            # cuts off Strata encodes without reusing XOR windows (docs/remote-read.md),
+            # other bytes for the same samples (compared above).
             theirs_by_bounds = {(c.min_time_ms, c.max_time_ms): c.data for c in chunks}
-            for chunk in our_chunks[case]:
+            compared = our_chunks[case] if query_index == 0 else our_chunks[case][1:-1]
+            for chunk in compared:
                 same = theirs_by_bounds.get((chunk.min_time_ms, chunk.max_time_ms))
                 assert same is None or same == chunk.data, case
                 identical += same is not None
