@@ -11,6 +11,7 @@ bytes in, bytes out.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import struct
 from collections.abc import Callable, Sequence
@@ -203,14 +204,8 @@ class BlockIndex:
 
     def symbol(self, text: str) -> int:
         """The symbol number of a string, or -1 if the block has no such string."""
-        lo, hi = 0, len(self.symbols)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.symbols[mid] < text:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo if lo < len(self.symbols) and self.symbols[lo] == text else -1
+        at = bisect.bisect_left(self.symbols, text)
+        return at if at < len(self.symbols) and self.symbols[at] == text else -1
 
     def label_values(self, name: str) -> LabelValues:
         """Every value of a label name, sorted (symbols are numbered in string order)."""

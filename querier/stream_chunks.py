@@ -193,6 +193,8 @@ def series_frames(
     series spans several frames, each with its labels, as Prometheus's own server does."""
     own_labels = label_fields(labels)
     tail = _RESPONSE_QUERY_INDEX + uvarint(query_index & _MASK64) if query_index else b""
+    if sum(map(len, fields)) <= max_frame_bytes:  # the usual case: one frame, no walk
+        return [_frame(own_labels, fields, tail)] if fields else []
     frames = []
     start = size = 0
     for at, field in enumerate(fields):
