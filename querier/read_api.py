@@ -207,24 +207,24 @@ class ReadHandler:
             if completed:
                 self.metrics.observe("streamed", time.monotonic() - started)
 
-        return FrameStream(head, rest, STREAMED_CONTENT_TYPE, on_end)
+        return FrameStream([b"".join(head)], rest, STREAMED_CONTENT_TYPE, on_end)
 
     def _planned_samples(self, job: _Job) -> bytes:
         return self._samples_response(self._plan(job), job.deadline)
 
     def _planned_frames(self, job: _Job) -> tuple[list[bytes], Iterator[bytes] | None]:
-        """The frames of the first batches, up to WHOLE_ANSWER_BYTES, and an iterator over
-        the rest (None when there is none): most answers are whole by then, and a longer
-        one starts with those in hand."""
+        """The frames of the first batches, up to WHOLE_ANSWER_BYTES, in pieces, and an
+        iterator over the rest, a batch's bytes at a time (None when there is none): most
+        answers are whole by then, and a longer one starts with those in hand."""
         plans = self._plan(job)
-        frames = (chunk for plan in plans for chunk in self._frames(plan, job.deadline))
+        batches = (pieces for plan in plans for pieces in self._frames(plan, job.deadline))
         head: list[bytes] = []
         size = 0
-        for chunk in frames:
-            head.append(chunk)
-            size += len(chunk)
+        for pieces in batches:
+            head += pieces
+            size += sum(map(len, pieces))
             if size >= WHOLE_ANSWER_BYTES:
-                return head, frames
+                return head, (b"".join(pieces) for pieces in batches)
         return head, None
 
     def _plan(self, job: _Job) -> list[QueryPlan]:
@@ -298,8 +298,8 @@ class ReadHandler:
             results.append(encode_query_result(encoded))
         return bytes(snappy.compress(encode_read_response(results)))
 
-    def _frames(self, plan: QueryPlan, deadline: Deadline) -> Iterator[bytes]:
-        """Frames of one query, a batch of series at a time (bytes of several frames)."""
+    def _frames(self, plan: QueryPlan, deadline: Deadline) -> Iterator[list[bytes]]:
+        """Frames of one query, a batch of series at a time, in pieces (series_frames)."""
         for batch in self.engine.piece_batches(plan, deadline):
             # Series with histograms are cut by kind and time (series_fields); the others'
             # pieces are encoded together.
@@ -314,7 +314,7 @@ class ReadHandler:
                     samples += len(histograms[0])
                 self.metrics.samples.inc(samples)
                 out.extend(series_frames(plan.index, labels, own, self.limits.max_frame_bytes))
-            yield b"".join(out)
+            yield out
 
 
 class _Job(NamedTuple):

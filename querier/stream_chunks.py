@@ -30,7 +30,7 @@ from proto import types_pb2
 from querier.histogram_chunk import encode_histogram_chunks
 from querier.samples_response import label_fields
 from querier.selection import EncodedChunks, HistogramPart, LabelSet, Part, Piece
-from querier.stream_frames import encode_frame
+from querier.stream_frames import frame_header
 from querier.varint import uvarint
 from querier.xor_chunk import SAMPLES_PER_CHUNK, encode_xor_series
 
@@ -190,23 +190,29 @@ def series_frames(
     query_index: int, labels: LabelSet, fields: Sequence[bytes], max_frame_bytes: int
 ) -> list[bytes]:
     """One series as frames holding at most about max_frame_bytes of chunks each; a long
-    series spans several frames, each with its labels, as Prometheus's own server does."""
+    series spans several frames, each with its labels, as Prometheus's own server does.
+
+    Returned in pieces, two a frame (its header, then its message), to be written one
+    after another: joining them here would copy every answer's bytes once more, and a
+    copy of a megabyte is a fresh allocation the kernel zero-fills page by page."""
     own_labels = label_fields(labels)
     tail = _RESPONSE_QUERY_INDEX + uvarint(query_index & _MASK64) if query_index else b""
     if sum(map(len, fields)) <= max_frame_bytes:  # the usual case: one frame, no walk
-        return [_frame(own_labels, fields, tail)] if fields else []
-    frames = []
+        return _frame(own_labels, fields, tail) if fields else []
+    pieces = []
     start = size = 0
     for at, field in enumerate(fields):
         if at > start and size + len(field) > max_frame_bytes:
-            frames.append(_frame(own_labels, fields[start:at], tail))
+            pieces += _frame(own_labels, fields[start:at], tail)
             start, size = at, 0
         size += len(field)
     if len(fields) > start:
-        frames.append(_frame(own_labels, fields[start:], tail))
-    return frames
+        pieces += _frame(own_labels, fields[start:], tail)
+    return pieces
 
 
-def _frame(label_fields: bytes, chunk_fields: Sequence[bytes], tail: bytes) -> bytes:
-    series = b"".join((label_fields, *chunk_fields))
-    return encode_frame(b"".join((_RESPONSE_SERIES, uvarint(len(series)), series, tail)))
+def _frame(label_fields: bytes, chunk_fields: Sequence[bytes], tail: bytes) -> list[bytes]:
+    """A frame's header and message, the message laid out in one join."""
+    size = len(label_fields) + sum(map(len, chunk_fields))
+    message = b"".join((_RESPONSE_SERIES, uvarint(size), label_fields, *chunk_fields, tail))
+    return [frame_header(message), message]

@@ -34,8 +34,13 @@ class FrameTooLarge(CorruptFrame):
 
 def encode_frame(message: bytes) -> bytes:
     """One frame: the message's length as a uvarint, its CRC32C big-endian, the message."""
+    return frame_header(message) + message
+
+
+def frame_header(message: bytes) -> bytes:
+    """What goes before `message` in its frame: its length as a uvarint, its CRC32C."""
     crc: int = google_crc32c.value(message)
-    return b"".join((uvarint(len(message)), crc.to_bytes(_CRC_BYTES, "big"), message))
+    return uvarint(len(message)) + crc.to_bytes(_CRC_BYTES, "big")
 
 
 def encode_response(response: remote_pb2.ChunkedReadResponse) -> bytes:

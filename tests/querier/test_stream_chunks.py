@@ -76,10 +76,16 @@ def test_frames_built_from_bytes_are_what_protobuf_serializes() -> None:
         labels = (("__name__", "m"), ("case", str(case)), ("utf8", "é✓"))
         fields = [chunk_field(*chunk) for chunk in chunks]
         query_index = rng.choice([0, 1, 999])
-        whole = series_frames(query_index, labels, fields, 1 << 30)
+        whole = frames_of(series_frames(query_index, labels, fields, 1 << 30))
         assert whole == protobuf_frames(query_index, labels, chunks, len(chunks))
-        one_each = series_frames(query_index, labels, fields, 1)
+        one_each = frames_of(series_frames(query_index, labels, fields, 1))
         assert one_each == protobuf_frames(query_index, labels, chunks, 1)
+
+
+def frames_of(pieces: list[bytes]) -> list[bytes]:
+    """series_frames' pieces, two a frame, as whole frames."""
+    assert len(pieces) % 2 == 0
+    return [header + message for header, message in zip(pieces[::2], pieces[1::2], strict=True)]
 
 
 def cache_lookups(registry: CollectorRegistry, result: str) -> float:
