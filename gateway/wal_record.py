@@ -88,13 +88,21 @@ def encode_samples(
     tenant: str, refs: np.ndarray, timestamps: np.ndarray, values: np.ndarray
 ) -> bytes:
     """A SAMPLES payload: little-endian refs (u32), timestamps (i64), value bits (f64)."""
+    return _encode_columns(SAMPLES, tenant, refs, timestamps, values.astype("<f8", copy=False))
+
+
+def _encode_columns(
+    kind: int, tenant: str, refs: np.ndarray, timestamps: np.ndarray, third: np.ndarray
+) -> bytes:
+    """A payload of `count` entries of 20 bytes, as three columns: refs (u32),
+    timestamps (i64) and `third`, 8 bytes an entry (SAMPLES and STARTS)."""
     return b"".join(
         (
-            _prefix(SAMPLES, tenant),
+            _prefix(kind, tenant),
             COUNT.pack(len(refs)),
             refs.astype("<u4", copy=False).tobytes(),
             timestamps.astype("<i8", copy=False).tobytes(),
-            values.astype("<f8", copy=False).tobytes(),
+            third.tobytes(),
         )
     )
 
@@ -121,15 +129,7 @@ def encode_starts(
     tenant: str, refs: np.ndarray, timestamps: np.ndarray, starts: np.ndarray
 ) -> bytes:
     """A STARTS payload: refs (u32), sample timestamps (i64), start timestamps (i64)."""
-    return b"".join(
-        (
-            _prefix(STARTS, tenant),
-            COUNT.pack(len(refs)),
-            refs.astype("<u4", copy=False).tobytes(),
-            timestamps.astype("<i8", copy=False).tobytes(),
-            starts.astype("<i8", copy=False).tobytes(),
-        )
-    )
+    return _encode_columns(STARTS, tenant, refs, timestamps, starts.astype("<i8", copy=False))
 
 
 def _decode_histograms(tenant: str, payload: bytes, pos: int, count: int) -> HistogramsRecord:
@@ -184,19 +184,23 @@ def decode_record(
             raise BadRecord("series record has trailing bytes")
         return SeriesRecord(tenant, refs, labels)
     if kind == SAMPLES:
-        if len(payload) - pos != count * 20:
-            raise BadRecord(f"samples record of {count} samples has the wrong size")
-        refs_col = np.frombuffer(payload, "<u4", count, pos).astype(np.uint32)
-        ts = np.frombuffer(payload, "<i8", count, pos + 4 * count).astype(np.int64)
-        values = np.frombuffer(payload, "<f8", count, pos + 12 * count).astype(np.float64)
-        return SamplesRecord(tenant, refs_col, ts, values)
+        refs_col, ts, values = _decode_columns(payload, pos, count, "<f8", "samples")
+        return SamplesRecord(tenant, refs_col, ts, values.astype(np.float64))
     if kind == HISTOGRAMS:
         return _decode_histograms(tenant, payload, pos, count)
     if kind == STARTS:
-        if len(payload) - pos != count * 20:
-            raise BadRecord(f"starts record of {count} entries has the wrong size")
-        refs_col = np.frombuffer(payload, "<u4", count, pos).astype(np.uint32)
-        ts = np.frombuffer(payload, "<i8", count, pos + 4 * count).astype(np.int64)
-        starts = np.frombuffer(payload, "<i8", count, pos + 12 * count).astype(np.int64)
-        return StartsRecord(tenant, refs_col, ts, starts)
+        refs_col, ts, starts = _decode_columns(payload, pos, count, "<i8", "starts")
+        return StartsRecord(tenant, refs_col, ts, starts.astype(np.int64))
     raise BadRecord(f"unknown record type {kind}")
+
+
+def _decode_columns(
+    payload: bytes, pos: int, count: int, third: str, what: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three columns _encode_columns wrote from `pos` on: refs, timestamps, and the
+    third as dtype `third` (little-endian, still to convert to native)."""
+    if len(payload) - pos != count * 20:
+        raise BadRecord(f"{what} record of {count} entries has the wrong size")
+    refs = np.frombuffer(payload, "<u4", count, pos).astype(np.uint32)
+    ts = np.frombuffer(payload, "<i8", count, pos + 4 * count).astype(np.int64)
+    return refs, ts, np.frombuffer(payload, third, count, pos + 12 * count)

@@ -183,14 +183,21 @@ def replay(
     return report
 
 
-def apply_samples(head: Head, refs: RefMap, record: SamplesRecord) -> int:
-    """Store a samples record's samples as a live append would; returns how many."""
-    mapped = refs.translate(record.tenant, record.refs)
+def _known_refs(
+    refs: RefMap, tenant: str, wal_refs: np.ndarray, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """A record's WAL refs as head refs (-1 where no series record defined one), and which
+    are known; the unknown ones, which replay must skip, logged as an error."""
+    mapped = refs.translate(tenant, wal_refs)
     known = mapped >= 0
     if not known.all():
-        log.error(
-            "wal samples without series tenant=%s samples=%d", record.tenant, int((~known).sum())
-        )
+        log.error("wal %s without series tenant=%s entries=%d", what, tenant, int((~known).sum()))
+    return mapped, known
+
+
+def apply_samples(head: Head, refs: RefMap, record: SamplesRecord) -> int:
+    """Store a samples record's samples as a live append would; returns how many."""
+    mapped, known = _known_refs(refs, record.tenant, record.refs, "samples")
     tenant_head = head.tenant(record.tenant)
     plan = tenant_head.plan(
         mapped[known].astype(np.uint32), record.timestamps[known], record.values[known]
@@ -202,14 +209,7 @@ def apply_samples(head: Head, refs: RefMap, record: SamplesRecord) -> int:
 def apply_starts(head: Head, refs: RefMap, record: StartsRecord) -> int:
     """Keep a starts record's events and last starts, in record order; returns how many
     entries. (A WAL written before start timestamps were kept has no such record.)"""
-    mapped = refs.translate(record.tenant, record.refs)
-    known = mapped >= 0
-    if not known.all():
-        log.error(
-            "wal start timestamps without series tenant=%s entries=%d",
-            record.tenant,
-            int((~known).sum()),
-        )
+    mapped, known = _known_refs(refs, record.tenant, record.refs, "start timestamps")
     entries = StartColumns(
         mapped[known].astype(np.uint32), record.timestamps[known], record.starts[known]
     )
@@ -219,14 +219,7 @@ def apply_starts(head: Head, refs: RefMap, record: StartsRecord) -> int:
 
 def apply_histograms(head: Head, refs: RefMap, record: HistogramsRecord) -> int:
     """Store a histograms record's samples as a live append would; returns how many."""
-    mapped = refs.translate(record.tenant, record.refs)
-    known = mapped >= 0
-    if not known.all():
-        log.error(
-            "wal histograms without series tenant=%s histograms=%d",
-            record.tenant,
-            int((~known).sum()),
-        )
+    mapped, known = _known_refs(refs, record.tenant, record.refs, "histograms")
     tenant_head = head.tenant(record.tenant)
     kept = np.flatnonzero(known).tolist()
     plan = plan_histograms(
