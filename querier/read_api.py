@@ -207,7 +207,7 @@ class ReadHandler:
             if completed:
                 self.metrics.observe("streamed", time.monotonic() - started)
 
-        return FrameStream([b"".join(head)], rest, STREAMED_CONTENT_TYPE, on_end)
+        return FrameStream(b"".join(head), rest, STREAMED_CONTENT_TYPE, on_end)
 
     def _planned_samples(self, job: _Job) -> bytes:
         return self._samples_response(self._plan(job), job.deadline)

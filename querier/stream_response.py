@@ -18,13 +18,13 @@ from starlette.types import Receive, Scope, Send
 
 
 class FrameStream(Response):
-    """`head` (bytes ready now), then every item of `rest`, each produced in a worker
+    """`first` (bytes ready now), then every item of `rest`, each produced in a worker
     thread; `on_end(completed)` is called exactly once, whether the answer was sent
     whole, the client went away, or producing the rest failed."""
 
     def __init__(
         self,
-        head: list[bytes],
+        first: bytes,
         rest: Iterator[bytes],
         media_type: str,
         on_end: Callable[[bool], None],
@@ -33,7 +33,7 @@ class FrameStream(Response):
         self.media_type = media_type
         self.background = None
         self.init_headers(None)
-        self._head = head
+        self._first = first
         self._rest = rest
         self._on_end = on_end
 
@@ -42,8 +42,7 @@ class FrameStream(Response):
         gone = asyncio.ensure_future(_disconnected(receive))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            for ready in self._head:
-                await send({"type": "http.response.body", "body": ready, "more_body": True})
+            await send({"type": "http.response.body", "body": self._first, "more_body": True})
             while not gone.done():
                 chunk = await asyncio.to_thread(_next_or_none, self._rest)
                 if chunk is None:
