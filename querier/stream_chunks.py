@@ -211,8 +211,8 @@ def series_frames(
     return pieces
 
 
-def _frame(label_fields: bytes, chunk_fields: Sequence[bytes], tail: bytes) -> list[bytes]:
+def _frame(labels: bytes, chunk_fields: Sequence[bytes], tail: bytes) -> list[bytes]:
     """A frame's header and message, the message laid out in one join."""
-    size = len(label_fields) + sum(map(len, chunk_fields))
-    message = b"".join((_RESPONSE_SERIES, uvarint(size), label_fields, *chunk_fields, tail))
+    size = len(labels) + sum(map(len, chunk_fields))
+    message = b"".join((_RESPONSE_SERIES, uvarint(size), labels, *chunk_fields, tail))
     return [frame_header(message), message]
