@@ -198,7 +198,11 @@ class GatewayConfig:
         metadata=_help("a 2 h window is cut into a block once the head is this far past its end"),
     )
     cut_interval_s: float = field(
-        default=15.0, metadata=_help("how often the head is checked for windows to cut")
+        default=15.0,
+        metadata=_help(
+            "how often the head is checked for windows to cut (a write that makes one due "
+            "wakes the check at once)"
+        ),
     )
     upload_backoff_max_s: float = field(
         default=300.0, metadata=_help("longest wait between retries of a failed block upload")

@@ -17,6 +17,7 @@ import numpy as np
 from blocks.columns import run_bounds
 from blocks.errors import Unavailable
 from blocks.sample_codec import decode_samples, encode_samples
+from gateway.cut_alarm import CutAlarm, CutWatch
 from gateway.decode_known import split_label_fields
 from gateway.head_append import AppendPlan, advance_last, plan_append
 from gateway.head_columns import GrowableArray, SampleColumns
@@ -216,9 +217,11 @@ class HeadSnapshot:
 class TenantHead:
     """One tenant's series and samples."""
 
-    def __init__(self, tenant: str, freeze_samples: int) -> None:
+    def __init__(self, tenant: str, freeze_samples: int, alarm: CutAlarm | None = None) -> None:
         self.tenant = tenant
         self.freeze_samples = freeze_samples
+        # Wakes the shipper when a write makes a window due (gateway/cut_alarm.py).
+        self.cut_watch = CutWatch(alarm or CutAlarm())
         # One index from key to ref: each series' own key (series_key_of), the same bytes
         # object as in `labels`, and any other key a sender used for it (its labels
         # unsorted, say); both are series_key forms, so no key can name a second series.
@@ -312,8 +315,11 @@ class TenantHead:
     def commit(self, plan: AppendPlan) -> None:
         """Store the new samples of a plan made against the current state."""
         new = plan.new
-        self.recent.extend(plan.refs[new], plan.timestamps[new], plan.values[new])
+        timestamps = plan.timestamps[new]
+        self.recent.extend(plan.refs[new], timestamps, plan.values[new])
         advance_last(plan, self.last_ts.view, self.last_bits.view)
+        if len(timestamps):
+            self.cut_watch.stored(int(timestamps.min()), int(timestamps.max()))
         if len(self.recent) >= self.freeze_samples:
             self.freeze()
 
@@ -327,6 +333,7 @@ class TenantHead:
             self.histogram_last_ts.grow_to(int(refs.max()) + 1)
             last = self.histogram_last_ts.view
             np.maximum.at(last, refs.astype(np.int64), timestamps)
+            self.cut_watch.stored(int(timestamps.min()), int(timestamps.max()))
 
     def newest_ts(self) -> np.ndarray:
         """Per series ref, the time of its newest float or histogram sample."""
@@ -446,12 +453,13 @@ class Head:
         self.max_bytes = max_bytes
         self.freeze_samples = freeze_samples
         self.tenants: dict[str, TenantHead] = {}
+        self.cut_alarm = CutAlarm()
 
     def tenant(self, tenant: str) -> TenantHead:
         """The head of a tenant, created on first use."""
         head = self.tenants.get(tenant)
         if head is None:
-            head = self.tenants[tenant] = TenantHead(tenant, self.freeze_samples)
+            head = self.tenants[tenant] = TenantHead(tenant, self.freeze_samples, self.cut_alarm)
         return head
 
     @property

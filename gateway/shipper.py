@@ -33,6 +33,7 @@ from blocks.upload import upload_block
 from gateway.config import GatewayConfig
 from gateway.head import FrozenBatch, Head, HeadSnapshot, TenantHead
 from gateway.head_cut import (
+    BLOCK_DURATION_MS,
     HistogramColumns,
     cut_snapshot,
     split_histograms_at,
@@ -146,16 +147,28 @@ class Shipper:
         the cuts that keep the head within its memory budget.
         """
         self._stopping = stop
+        loop = asyncio.get_running_loop()
+        cut_wanted = asyncio.Event()
+
+        def wake() -> None:  # called from whichever thread wrote to the head
+            loop.call_soon_threadsafe(cut_wanted.set)
+
+        self.head.cut_alarm.arm(
+            wake,
+            window_ms=BLOCK_DURATION_MS,
+            grace_ms=self.config.cut_grace_ms,
+        )
         uploads = asyncio.create_task(self._upload_loop(stop))
         try:
             while not stop.is_set():
+                cut_wanted.clear()
                 try:
                     await self.cut_due()
                 except Exception:
                     log.exception("head cut round failed")
                 self._queued.set()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.config.cut_interval_s)
+                # The interval, or sooner when a write makes a window due (a backfill).
+                await _first_of(stop, cut_wanted, timeout_s=self.config.cut_interval_s)
         finally:
             self._queued.set()
             await uploads
@@ -203,6 +216,8 @@ class Shipper:
             )
             if any(b != KEEP_ALL for b in boundaries.values()):
                 await self.cut(boundaries)
+            for tenant_head in self.head.tenants.values():
+                tenant_head.cut_watch.reset(tenant_head.time_range())
 
     async def cut(self, boundaries: dict[str, int]) -> None:
         """Move samples before each tenant's boundary into queued blocks."""
@@ -416,3 +431,13 @@ class Shipper:
     def queue_size(self) -> int:
         """Blocks waiting for upload."""
         return len(queued_blocks(self.config.upload_dir))
+
+
+async def _first_of(a: asyncio.Event, b: asyncio.Event, *, timeout_s: float) -> None:
+    """Return when either event is set, or after `timeout_s`."""
+    waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
+    try:
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

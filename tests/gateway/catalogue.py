@@ -64,7 +64,8 @@ def catalogue_config(data_dir: Path) -> GatewayConfig:
         query_max_series=QUERY_MAX_SERIES,
         query_max_samples=QUERY_MAX_SAMPLES,
         query_max_range_ms=QUERY_MAX_RANGE_MS,
-        # Cuts happen when the test flushes, not in the middle of a pass.
+        # Cuts happen when the test flushes, not in the middle of a pass (the fixture
+        # also keeps writes from waking the shipper: some cases store samples of 1970).
         cut_interval_s=3600.0,
     )
 
