@@ -16,12 +16,18 @@ import numpy as np
 
 from blocks.columns import run_bounds
 from blocks.errors import Unavailable
-from blocks.sample_codec import decode_samples, encode_samples
+from blocks.sample_codec import decode_samples
 from gateway.cut_alarm import CutAlarm, CutWatch
 from gateway.decode_known import split_label_fields
 from gateway.head_append import AppendPlan, advance_last, plan_append
+from gateway.head_batch import BLOCK_DURATION_MS, new_run_id
+from gateway.head_batch import FROZEN_BATCH_SAMPLES as FROZEN_BATCH_SAMPLES
+from gateway.head_batch import FrozenBatch as FrozenBatch
+from gateway.head_batch import SampleTriple as SampleTriple
+from gateway.head_batch import compress_batch as compress_batch
 from gateway.head_columns import GrowableArray, SampleColumns
 from gateway.head_histograms import HeadHistograms, HistogramPart
+from gateway.head_merge import merge_runs, tail_to_merge
 from gateway.head_starts import HeadStarts
 from querier.varint import uvarint
 
@@ -35,10 +41,6 @@ SERIES_OVERHEAD_BYTES = 121
 # series' key (labels unsorted, say): a dict entry with its share of the table and a
 # bytes-object header.
 EXTRA_KEY_OVERHEAD_BYTES = 85
-# Samples a compressed batch holds at most: compressing one holds about 50 bytes a sample
-# of working arrays at once, so a freeze (head_freeze_samples) or the samples a cut puts
-# back never need more than 3 MB of them.
-FROZEN_BATCH_SAMPLES = 65_536
 _NAME_TAG = 0x0A  # Label.name, and TimeSeries.labels around each Label
 _VALUE_TAG = 0x12  # Label.value
 # The tag and one-byte length of a TimeSeries.labels field, for Labels under 128 bytes:
@@ -123,30 +125,8 @@ def _uvarint(data: bytes, at: int) -> tuple[int, int]:
         shift += 7
 
 
-@dataclass(frozen=True, slots=True)
-class FrozenBatch:
-    """Compressed samples sorted by (ref, timestamp), with their time range."""
-
-    data: bytes
-    mint: int
-    maxt: int
-    samples: int
-
-
-# Float samples as columns: series refs (u32), timestamps (i64), values (f64).
-SampleTriple = tuple[np.ndarray, np.ndarray, np.ndarray]
 # The latest time there is.
 LAST_TIME = int(np.iinfo(np.int64).max)
-
-
-def compress_batch(refs: np.ndarray, timestamps: np.ndarray, values: np.ndarray) -> FrozenBatch:
-    """Samples sorted by (ref, timestamp), not empty, as one compressed batch."""
-    return FrozenBatch(
-        encode_samples(refs, timestamps, values),
-        int(timestamps.min()),
-        int(timestamps.max()),
-        len(refs),
-    )
 
 
 def merge_sorted(parts: Sequence[SampleTriple]) -> SampleTriple:
@@ -356,6 +336,17 @@ class TenantHead:
         except BaseException:
             self.recent.extend(refs, timestamps, values)
             raise
+        del refs, timestamps, values
+        self.merge_runs()
+
+    def merge_runs(self) -> None:
+        """Merge the newest runs of batches while four of one level make one of the next
+        (gateway/head_merge.py): longer runs per series, fewer bytes a sample."""
+        while (start := tail_to_merge(self.frozen, BLOCK_DURATION_MS)) is not None:
+            taken = self.frozen[start:]
+            merged = merge_runs(taken)
+            self.frozen[start:] = merged
+            self.frozen_bytes += sum(len(b.data) for b in merged) - sum(len(b.data) for b in taken)
 
     def _existing(self, refs: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Stored value bits at (ref, timestamp) pairs; the slow path for older samples."""
@@ -397,14 +388,10 @@ class TenantHead:
 
         What a cut puts back, and how `freeze` compresses the uncompressed buffer.
         """
+        run = new_run_id()
         for start in range(0, len(refs), FROZEN_BATCH_SAMPLES):
             part = slice(start, start + FROZEN_BATCH_SAMPLES)
-            batch = FrozenBatch(
-                encode_samples(refs[part], timestamps[part], values[part]),
-                int(timestamps[part].min()),
-                int(timestamps[part].max()),
-                len(refs[part]),
-            )
+            batch = compress_batch(refs[part], timestamps[part], values[part], run=run)
             self.frozen.append(batch)
             self.frozen_bytes += len(batch.data)
             self.frozen_samples += batch.samples

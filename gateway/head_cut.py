@@ -37,14 +37,14 @@ from gateway.head import (
     key_label_pairs,
     merge_sorted,
 )
+from gateway.head_batch import BLOCK_DURATION_MS as BLOCK_DURATION_MS
+from gateway.head_batch import MAX_LEVEL, new_run_id
 from gateway.head_histograms import HistogramPart
 from gateway.head_starts import StartColumns
 
 # Histogram samples as columns sorted by (ref, timestamp): refs, timestamps, messages.
 HistogramColumns = tuple[np.ndarray, np.ndarray, list[bytes]]
 
-# Blocks cut from the head cover aligned windows of this length, as Prometheus's do.
-BLOCK_DURATION_MS = 2 * 3600 * 1000
 # A cut merges and writes one group of series of a window at a time, about this many
 # samples: 2.5 MiB of columns, a few times that while they are merged.
 GROUP_TARGET_SAMPLES = 1 << 17
@@ -306,11 +306,15 @@ def _runs_by(key: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
 def merge_kept(keep: dict[int, list[bytes]]) -> list[FrozenBatch]:
     """The kept pieces merged group by group (in ref order) into batches, as consumed."""
     batches = []
+    # One run, already long per series: merging it again would gain little.
+    run = new_run_id()
     for group in sorted(keep):
         refs, ts, values = merge_sorted([decode_samples(p) for p in keep.pop(group)])
         for start in range(0, len(refs), FROZEN_BATCH_SAMPLES):
             part = slice(start, start + FROZEN_BATCH_SAMPLES)
-            batches.append(compress_batch(refs[part], ts[part], values[part]))
+            batches.append(
+                compress_batch(refs[part], ts[part], values[part], run=run, level=MAX_LEVEL)
+            )
     return batches
 
 

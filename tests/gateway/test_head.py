@@ -180,7 +180,9 @@ def test_freezing_keeps_every_sample_bit_exact() -> None:
     samples = [(i % 2, 1000 * (i // 2), SPECIAL_BITS[i % len(SPECIAL_BITS)]) for i in range(23)]
     for sample in samples:
         append(head, [sample])
-    assert len(head.frozen) == 5
+    # Five freezes: the first four merged into one run (gateway/head_merge.py), the fifth.
+    assert [b.level for b in head.frozen] == [1, 0]
+    assert head.frozen_samples == 20
     assert len(head.recent) == 3
     assert head.sample_count == 23
     want: dict[int, list[tuple[int, int]]] = {0: [], 1: []}

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import gateway.head
+import gateway.head_batch
 from blocks.sample_codec import decode_samples
 from gateway.head import NO_SAMPLE, TenantHead
 from tests.gateway.writes import SPECIAL_BITS, canonical
@@ -63,7 +64,7 @@ def test_a_freeze_that_fails_to_compress_keeps_the_samples_uncompressed(
     def out_of_memory(*_: object) -> bytes:
         raise MemoryError
 
-    monkeypatch.setattr(gateway.head, "encode_samples", out_of_memory)
+    monkeypatch.setattr(gateway.head_batch, "encode_samples", out_of_memory)
     with pytest.raises(MemoryError):
         head.freeze()
     assert head.frozen == []

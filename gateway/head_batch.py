@@ -1,0 +1,68 @@
+"""The head's compressed batches, and the runs they form (gateway/head_merge.py)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from blocks.sample_codec import encode_samples
+
+# Blocks cut from the head cover aligned windows of this length, as Prometheus's do.
+BLOCK_DURATION_MS = 2 * 3600 * 1000
+# Samples a compressed batch holds at most: compressing one holds about 50 bytes a sample
+# of working arrays at once, so a freeze (head_freeze_samples) or the samples a cut puts
+# back never need more than 3 MB of them.
+FROZEN_BATCH_SAMPLES = 65_536
+
+# The most merges a sample goes through in the head (gateway/head_merge.py): level 2 is
+# 16 freezes (4 M samples at the default head_freeze_samples), each level one more
+# pass over every sample.
+MAX_LEVEL = 2
+
+# Float samples as columns: series refs (u32), timestamps (i64), values (f64).
+SampleTriple = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+_run_ids = itertools.count(1)
+
+
+def new_run_id() -> int:
+    """An id no run of this process has had."""
+    return next(_run_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class FrozenBatch:
+    """Compressed samples sorted by (ref, timestamp), with their time range.
+
+    `run`: the batches one freeze, restore or merge made share it, and are together
+    sorted by (ref, timestamp); `level`: how many merges made the run (head_merge.py).
+    """
+
+    data: bytes
+    mint: int
+    maxt: int
+    samples: int
+    run: int = 0
+    level: int = 0
+
+
+def compress_batch(
+    refs: np.ndarray,
+    timestamps: np.ndarray,
+    values: np.ndarray,
+    *,
+    run: int | None = None,
+    level: int = 0,
+) -> FrozenBatch:
+    """Samples sorted by (ref, timestamp), not empty, as one compressed batch; a run of
+    its own unless `run` is given."""
+    return FrozenBatch(
+        encode_samples(refs, timestamps, values),
+        int(timestamps.min()),
+        int(timestamps.max()),
+        len(refs),
+        new_run_id() if run is None else run,
+        level,
+    )

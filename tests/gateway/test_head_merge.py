@@ -1,0 +1,141 @@
+"""Merging the head's runs of compressed batches: same samples, longer runs, fewer bytes."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gateway.head_merge
+from blocks.sample_codec import decode_samples
+from gateway.head import TenantHead
+from gateway.head_batch import (
+    BLOCK_DURATION_MS,
+    MAX_LEVEL,
+    FrozenBatch,
+    compress_batch,
+    new_run_id,
+)
+from gateway.head_merge import MERGE_FAN_IN, merge_runs, tail_to_merge
+from tests.gateway.writes import canonical
+
+START_MS = 1_795_564_800_000  # aligned to 2 h
+
+
+def run_of(
+    refs: np.ndarray, ts: np.ndarray, values: np.ndarray, cuts: list[int], level: int = 0
+) -> list[FrozenBatch]:
+    """Samples sorted by (ref, timestamp) as one run, split into batches at `cuts`."""
+    run = new_run_id()
+    bounds = [0, *sorted(set(cuts) - {0, len(refs)}), len(refs)]
+    return [
+        compress_batch(refs[a:b], ts[a:b], values[a:b], run=run, level=level)
+        for a, b in itertools.pairwise(bounds)
+        if b > a
+    ]
+
+
+def samples_of(batches: list[FrozenBatch]) -> list[tuple[int, int, int]]:
+    out: list[tuple[int, int, int]] = []
+    for batch in batches:
+        refs, ts, values = decode_samples(batch.data)
+        out += zip(refs.tolist(), ts.tolist(), values.view(np.uint64).tolist(), strict=True)
+    return out
+
+
+@st.composite
+def runs(draw: st.DrawFn) -> list[list[FrozenBatch]]:
+    """Runs of random samples; pairs of (ref, timestamp) repeat within and across runs
+    with other values, and series go on from one batch of a run into the next."""
+    out = []
+    for _ in range(draw(st.integers(1, 5))):
+        n = draw(st.integers(1, 60))
+        refs = np.array(draw(st.lists(st.integers(0, 12), min_size=n, max_size=n)), np.uint32)
+        ts = START_MS + np.array(draw(st.lists(st.integers(0, 40), min_size=n, max_size=n)))
+        values = np.array(draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)), np.float64)
+        order = np.lexsort((ts, refs))
+        cuts = draw(st.lists(st.integers(0, n), max_size=6))
+        out.append(run_of(refs[order], ts[order], values[order], cuts))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(runs(), st.integers(1, 20))
+def test_a_merged_run_holds_the_runs_samples_in_order_first_of_a_pair_first(
+    given_runs: list[list[FrozenBatch]], batch_samples: int
+) -> None:
+    batches = [b for run in given_runs for b in run]
+    expected = samples_of(batches)
+    # A stable sort: samples at one (ref, timestamp) keep the runs' order, so the one
+    # that readers and cuts keep (the first) is the same after the merge.
+    expected.sort(key=lambda s: (s[0], s[1]))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gateway.head_merge, "FROZEN_BATCH_SAMPLES", batch_samples)
+        merged = merge_runs(batches)
+    assert samples_of(merged) == expected
+    assert len({b.run for b in merged}) == 1
+    assert {b.level for b in merged} == {1}
+    assert all(b.samples <= batch_samples for b in merged)
+    for batch in merged:
+        _, ts, _ = decode_samples(batch.data)
+        assert (batch.mint, batch.maxt, batch.samples) == (ts.min(), ts.max(), len(ts))
+
+
+def one_run(level: int, minute: int) -> list[FrozenBatch]:
+    refs = np.arange(4, dtype=np.uint32)
+    ts = np.full(4, START_MS + minute * 60_000, dtype=np.int64)
+    return run_of(refs, ts, np.ones(4), [2], level)
+
+
+def test_the_newest_runs_merge_when_four_have_one_level_in_one_window() -> None:
+    frozen = [b for minute in range(MERGE_FAN_IN) for b in one_run(0, minute)]
+    assert tail_to_merge(frozen, BLOCK_DURATION_MS) == 0
+    older = one_run(1, 0)
+    assert tail_to_merge(older + frozen, BLOCK_DURATION_MS) == len(older)
+    assert tail_to_merge(frozen[2:], BLOCK_DURATION_MS) is None, "three runs"
+    mixed = one_run(1, 0) + frozen[2:]
+    assert tail_to_merge(mixed, BLOCK_DURATION_MS) is None, "levels differ"
+    top = [b for minute in range(MERGE_FAN_IN) for b in one_run(MAX_LEVEL, minute)]
+    assert tail_to_merge(top, BLOCK_DURATION_MS) is None, "at the top level"
+    next_window = one_run(0, BLOCK_DURATION_MS // 60_000)
+    across = frozen[2:] + next_window
+    assert tail_to_merge(across, BLOCK_DURATION_MS) is None, "a window boundary"
+
+
+def test_the_head_merges_its_freezes_and_gives_back_every_sample() -> None:
+    """Many series, a few samples of each a freeze: the head's bytes fall as its runs
+    merge, and every sample comes back."""
+    series, scrapes = 2_000, 80
+    rng = np.random.default_rng(7)
+    steps = rng.integers(0, 20, size=(scrapes, series)) / 4  # counters: small increments
+    values = np.cumsum(steps, axis=0) + np.arange(series) * 10.0
+    refs = np.arange(series, dtype=np.uint32)
+    heads = {}
+    for merging in (True, False):
+        head = TenantHead("t", 5_000)
+        for i in range(series):
+            head.series_ref(canonical([("__name__", "node_cpu_seconds_total"), ("i", str(i))]))
+        with pytest.MonkeyPatch.context() as patch:
+            if not merging:
+                patch.setattr(TenantHead, "merge_runs", lambda self: None)
+            for scrape in range(scrapes):
+                ts = np.full(series, START_MS + scrape * 15_000, dtype=np.int64)
+                head.commit(head.plan(refs, ts, values[scrape]))
+        heads[merging] = head
+    head = heads[True]
+    assert max(b.level for b in head.frozen) == MAX_LEVEL
+    assert head.frozen_bytes == sum(len(b.data) for b in head.frozen)
+    assert head.frozen_samples == sum(b.samples for b in head.frozen)
+    assert head.frozen_bytes < 0.8 * heads[False].frozen_bytes  # 0.64 when written
+    times = (START_MS + np.arange(scrapes) * 15_000).tolist()
+    by_labels = {head.canonical(ref): ref for ref in range(series)}
+    got = 0
+    for labels, ts, stored in head.series_samples():
+        ref = by_labels[labels]
+        assert ts.tolist() == times
+        assert stored.view(np.uint64).tolist() == values[:, ref].view(np.uint64).tolist()
+        got += 1
+    assert got == series
