@@ -25,6 +25,7 @@ from gateway.head_batch import FROZEN_BATCH_SAMPLES as FROZEN_BATCH_SAMPLES
 from gateway.head_batch import FrozenBatch as FrozenBatch
 from gateway.head_batch import SampleTriple as SampleTriple
 from gateway.head_batch import compress_batch as compress_batch
+from gateway.head_batch import merge_sorted as merge_sorted
 from gateway.head_columns import GrowableArray, SampleColumns
 from gateway.head_histograms import HeadHistograms, HistogramPart
 from gateway.head_merge import merge_runs, tail_to_merge
@@ -127,21 +128,6 @@ def _uvarint(data: bytes, at: int) -> tuple[int, int]:
 
 # The latest time there is.
 LAST_TIME = int(np.iinfo(np.int64).max)
-
-
-def merge_sorted(parts: Sequence[SampleTriple]) -> SampleTriple:
-    """Parts each sorted by (ref, timestamp) as one sorted run, exact duplicates dropped:
-    of the samples at one (ref, timestamp) the first stays, in the order of the parts."""
-    refs = np.concatenate([p[0] for p in parts])
-    ts = np.concatenate([p[1] for p in parts])
-    values = np.concatenate([p[2] for p in parts])
-    order = np.lexsort((ts, refs))  # stable: samples at one pair keep the parts' order
-    refs, ts, values = refs[order], ts[order], values[order]
-    repeat = np.zeros(len(refs), dtype=bool)
-    repeat[1:] = (refs[1:] == refs[:-1]) & (ts[1:] == ts[:-1])
-    if not repeat.any():
-        return refs, ts, values
-    return refs[~repeat], ts[~repeat], values[~repeat]
 
 
 def held_time_range(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,3 +67,18 @@ def compress_batch(
         new_run_id() if run is None else run,
         level,
     )
+
+
+def merge_sorted(parts: Sequence[SampleTriple]) -> SampleTriple:
+    """Parts each sorted by (ref, timestamp) as one sorted run, exact duplicates dropped:
+    of the samples at one (ref, timestamp) the first stays, in the order of the parts."""
+    refs = np.concatenate([p[0] for p in parts])
+    ts = np.concatenate([p[1] for p in parts])
+    values = np.concatenate([p[2] for p in parts])
+    order = np.lexsort((ts, refs))  # stable: samples at one pair keep the parts' order
+    refs, ts, values = refs[order], ts[order], values[order]
+    repeat = np.zeros(len(refs), dtype=bool)
+    repeat[1:] = (refs[1:] == refs[:-1]) & (ts[1:] == ts[:-1])
+    if not repeat.any():
+        return refs, ts, values
+    return refs[~repeat], ts[~repeat], values[~repeat]

@@ -26,6 +26,7 @@ from gateway.head_batch import (
     FrozenBatch,
     SampleTriple,
     compress_batch,
+    merge_sorted,
     new_run_id,
 )
 
@@ -63,8 +64,8 @@ def tail_to_merge(frozen: Sequence[FrozenBatch], window_ms: int) -> int | None:
 
 def merge_runs(batches: Sequence[FrozenBatch]) -> list[FrozenBatch]:
     """One run of the next level from consecutive runs: their samples sorted by (ref,
-    timestamp), those at one (ref, timestamp) in the order of the runs (which one stays
-    is the readers' and the cut's choice, as before)."""
+    timestamp); of samples at one (ref, timestamp) the first in the runs' order stays,
+    the one readers and cuts would keep of them."""
     runs = [list(group) for _, group in itertools.groupby(batches, key=lambda b: b.run)]
     level = max(b.level for b in batches) + 1
     run = new_run_id()
@@ -90,41 +91,34 @@ def _merged(runs: list[list[FrozenBatch]]) -> Iterator[SampleTriple]:
             if head is not None and more[i]:
                 last = int(head[0][-1])
                 limit = last if limit is None else min(limit, last)
-        parts = []
+        parts: list[SampleTriple] = []
         for i, head in enumerate(heads):
             if head is None:
                 continue
-            cut = len(head[0]) if limit is None else int(np.searchsorted(head[0], limit))
+            refs, ts, values = head
+            cut = len(refs) if limit is None else int(np.searchsorted(refs, limit))
             if cut:
-                parts.append(tuple(column[:cut] for column in head))
-            rest = tuple(column[cut:] for column in head)
-            if limit is not None and int(head[0][-1]) == limit and more[i]:
+                parts.append((refs[:cut], ts[:cut], values[:cut]))
+            rest: SampleTriple | None = (refs[cut:], ts[cut:], values[cut:])
+            if limit is not None and int(refs[-1]) == limit and more[i]:
                 following = _decode_next(pending[i])
                 if following is None:
                     more[i] = False
                 else:
-                    rest = tuple(
-                        np.concatenate((a, b)) for a, b in zip(rest, following, strict=True)
-                    )
-            heads[i] = rest if len(rest[0]) else None  # type: ignore[assignment]
-            if heads[i] is None and more[i]:
-                heads[i] = _decode_next(pending[i])
-                more[i] = heads[i] is not None
+                    rest = _joined([rest, following])  # type: ignore[list-item]
+            if rest is not None and not len(rest[0]):
+                rest = None
+            if rest is None and more[i]:
+                rest = _decode_next(pending[i])
+                more[i] = rest is not None
+            heads[i] = rest
         if parts:
-            yield _sorted(parts)
+            yield merge_sorted(parts)
 
 
 def _decode_next(batches: Iterator[FrozenBatch]) -> SampleTriple | None:
     batch = next(batches, None)
     return None if batch is None else decode_samples(batch.data)
-
-
-def _sorted(parts: list[tuple[np.ndarray, ...]]) -> SampleTriple:
-    refs = np.concatenate([p[0] for p in parts])
-    ts = np.concatenate([p[1] for p in parts])
-    values = np.concatenate([p[2] for p in parts])
-    order = np.lexsort((ts, refs))  # stable: samples at one pair keep the runs' order
-    return refs[order], ts[order], values[order]
 
 
 def _batched(pieces: Iterator[SampleTriple], size: int) -> Iterator[SampleTriple]:
@@ -135,10 +129,19 @@ def _batched(pieces: Iterator[SampleTriple], size: int) -> Iterator[SampleTriple
         held.append(piece)
         count += len(piece[0])
         while count >= size:
-            joined = tuple(np.concatenate([h[i] for h in held]) for i in range(3))
-            yield joined[0][:size], joined[1][:size], joined[2][:size]
-            rest = (joined[0][size:], joined[1][size:], joined[2][size:])
-            held = [rest] if len(rest[0]) else []
+            refs, ts, values = _joined(held)
+            yield refs[:size], ts[:size], values[:size]
+            held = [(refs[size:], ts[size:], values[size:])] if len(refs) > size else []
             count -= size
     if count:
-        yield tuple(np.concatenate([h[i] for h in held]) for i in range(3))  # type: ignore[misc]
+        yield _joined(held)
+
+
+def _joined(parts: list[SampleTriple]) -> SampleTriple:
+    if len(parts) == 1:
+        return parts[0]
+    return (
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+    )
