@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from gateway.head_batch import window_start
+
 NEVER = int(np.iinfo(np.int64).max)
 
 
@@ -37,7 +39,7 @@ class CutAlarm:
         """The sample time from which the window holding `oldest` is due."""
         if self._wake is None:
             return NEVER
-        return oldest - oldest % self.window_ms + self.window_ms + self.grace_ms
+        return window_start(oldest, self.window_ms) + self.window_ms + self.grace_ms
 
     def ring(self) -> None:
         if self._wake is not None:

@@ -28,6 +28,11 @@ SampleTriple = tuple[np.ndarray, np.ndarray, np.ndarray]
 _run_ids = itertools.count(1)
 
 
+def window_start(ts: int, duration_ms: int = BLOCK_DURATION_MS) -> int:
+    """Start of the aligned window holding `ts` (floor, also for negative times)."""
+    return ts - ts % duration_ms
+
+
 def new_run_id() -> int:
     """An id no run of this process has had."""
     return next(_run_ids)
@@ -72,9 +77,7 @@ def compress_batch(
 def merge_sorted(parts: Sequence[SampleTriple]) -> SampleTriple:
     """Parts each sorted by (ref, timestamp) as one sorted run, exact duplicates dropped:
     of the samples at one (ref, timestamp) the first stays, in the order of the parts."""
-    refs = np.concatenate([p[0] for p in parts])
-    ts = np.concatenate([p[1] for p in parts])
-    values = np.concatenate([p[2] for p in parts])
+    refs, ts, values = concatenate_triples(parts)
     order = np.lexsort((ts, refs))  # stable: samples at one pair keep the parts' order
     refs, ts, values = refs[order], ts[order], values[order]
     repeat = np.zeros(len(refs), dtype=bool)
@@ -82,3 +85,14 @@ def merge_sorted(parts: Sequence[SampleTriple]) -> SampleTriple:
     if not repeat.any():
         return refs, ts, values
     return refs[~repeat], ts[~repeat], values[~repeat]
+
+
+def concatenate_triples(parts: Sequence[SampleTriple]) -> SampleTriple:
+    """The parts' columns end to end (the one part itself when there is one)."""
+    if len(parts) == 1:
+        return parts[0]
+    return (
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+    )

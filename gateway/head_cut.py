@@ -38,7 +38,8 @@ from gateway.head import (
     merge_sorted,
 )
 from gateway.head_batch import BLOCK_DURATION_MS as BLOCK_DURATION_MS
-from gateway.head_batch import MAX_LEVEL, new_run_id
+from gateway.head_batch import MAX_LEVEL, concatenate_triples, new_run_id
+from gateway.head_batch import window_start as window_start
 from gateway.head_histograms import HistogramPart
 from gateway.head_starts import StartColumns
 
@@ -92,11 +93,6 @@ class SeriesGroups:
         """The kept group of each ref."""
         out: np.ndarray = refs // self.size
         return out
-
-
-def window_start(ts: int, duration_ms: int = BLOCK_DURATION_MS) -> int:
-    """Start of the aligned window holding `ts` (floor, also for negative times)."""
-    return ts - ts % duration_ms
 
 
 def label_sort_key(key: bytes) -> bytes:
@@ -278,21 +274,11 @@ def _units(sources: Iterator[SampleTriple]) -> Iterator[SampleTriple]:
         held.append(source)
         count += len(source[0])
         if count >= SPLIT_SAMPLES:
-            unit = _concatenate(held)
+            unit = concatenate_triples(held)
             held, count = [], 0
             yield unit
     if count:
-        yield _concatenate(held)
-
-
-def _concatenate(parts: list[SampleTriple]) -> SampleTriple:
-    if len(parts) == 1:
-        return parts[0]
-    return (
-        np.concatenate([p[0] for p in parts]),
-        np.concatenate([p[1] for p in parts]),
-        np.concatenate([p[2] for p in parts]),
-    )
+        yield concatenate_triples(held)
 
 
 def _runs_by(key: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:

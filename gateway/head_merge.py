@@ -26,6 +26,7 @@ from gateway.head_batch import (
     FrozenBatch,
     SampleTriple,
     compress_batch,
+    concatenate_triples,
     merge_sorted,
     new_run_id,
 )
@@ -99,19 +100,17 @@ def _merged(runs: list[list[FrozenBatch]]) -> Iterator[SampleTriple]:
             cut = len(refs) if limit is None else int(np.searchsorted(refs, limit))
             if cut:
                 parts.append((refs[:cut], ts[:cut], values[:cut]))
-            rest: SampleTriple | None = (refs[cut:], ts[cut:], values[cut:])
+            rest = (refs[cut:], ts[cut:], values[cut:])
             if limit is not None and int(refs[-1]) == limit and more[i]:
                 following = _decode_next(pending[i])
                 if following is None:
                     more[i] = False
                 else:
-                    rest = _joined([rest, following])  # type: ignore[list-item]
-            if rest is not None and not len(rest[0]):
-                rest = None
-            if rest is None and more[i]:
-                rest = _decode_next(pending[i])
-                more[i] = rest is not None
-            heads[i] = rest
+                    rest = concatenate_triples([rest, following])
+            heads[i] = rest if len(rest[0]) else None
+            if heads[i] is None and more[i]:
+                heads[i] = _decode_next(pending[i])
+                more[i] = heads[i] is not None
         if parts:
             yield merge_sorted(parts)
 
@@ -129,19 +128,9 @@ def _batched(pieces: Iterator[SampleTriple], size: int) -> Iterator[SampleTriple
         held.append(piece)
         count += len(piece[0])
         while count >= size:
-            refs, ts, values = _joined(held)
+            refs, ts, values = concatenate_triples(held)
             yield refs[:size], ts[:size], values[:size]
             held = [(refs[size:], ts[size:], values[size:])] if len(refs) > size else []
             count -= size
     if count:
-        yield _joined(held)
-
-
-def _joined(parts: list[SampleTriple]) -> SampleTriple:
-    if len(parts) == 1:
-        return parts[0]
-    return (
-        np.concatenate([p[0] for p in parts]),
-        np.concatenate([p[1] for p in parts]),
-        np.concatenate([p[2] for p in parts]),
-    )
+        yield concatenate_triples(held)
