@@ -24,12 +24,11 @@ from blocks.chunk_page import (
     PAGE_HEADER,
     PAGE_MAGIC,
     PAGE_VERSION,
-    VALUE_XOR,
     ZSTD_LEVEL,
-    decimal_scales,
     encode_page,
 )
 from blocks.columns import delta, delta_of_delta, start_mask, to_planes, xor_delta, zigzag
+from blocks.value_words import VALUE_XOR, decimal_scales
 from blocks.writer import CHUNK_MAX_SAMPLES, PAGE_TARGET_SAMPLES
 
 END_MS = 1_795_564_800_000

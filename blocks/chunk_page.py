@@ -17,59 +17,20 @@ from blocks.columns import (
     from_planes,
     to_planes,
     undelta_of_delta,
-    unxor_delta,
     unzigzag,
-    xor_delta,
     zigzag,
 )
 from blocks.compression import decompress
 from blocks.errors import CorruptBlock
+from blocks.value_words import decode_values, encode_values
 
 PAGE_MAGIC = b"SP"
 PAGE_VERSION = 1
 # magic, version, chunk count, sample count
 PAGE_HEADER = struct.Struct("<2sHII")
-# Value encodings: 0..MAX_DECIMAL_SCALE store the value as an integer mantissa m with
-# value == m / 10**scale exactly (counters, and gauges of decimal numbers); XOR stores
-# the raw bits XOR the previous value's bits (anything else: NaN, -0.0, long fractions).
-MAX_DECIMAL_SCALE = 12
-VALUE_XOR = 255
-# Integers above 2**53 are not all representable as float64: no mantissa may exceed it.
-MANTISSA_LIMIT = float(2**53)
 ZSTD_LEVEL = 9
 # Far above what the writer makes (about 18k samples, 300 KiB): a bound for corrupt pages.
 MAX_PAGE_BYTES = 64 << 20
-
-
-def decimal_scales(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """For each chunk, the smallest exact decimal scale, or VALUE_XOR."""
-    scales = np.full(len(counts), VALUE_XOR, dtype=np.uint8)
-    nonempty = counts > 0
-    if not len(values):
-        return scales
-    starts = np.flatnonzero(nonempty)
-    offsets = np.zeros(len(counts), dtype=np.int64)
-    offsets[1:] = np.cumsum(counts[:-1])
-    bits = values.view(np.uint64)
-    undecided = nonempty.copy()
-    with np.errstate(all="ignore"):
-        finite = np.isfinite(values)
-        for scale in range(MAX_DECIMAL_SCALE + 1):
-            factor = 10.0**scale
-            mantissa = np.round(values * factor)
-            usable = finite & (np.abs(mantissa) < MANTISSA_LIMIT)
-            # Check through the int64 the page will hold, not the float: -0.0 would
-            # pass as a float mantissa and come back as +0.0 from the integer 0.
-            integers = np.where(usable, mantissa, 0.0).astype(np.int64)
-            exact = usable & ((integers.astype(np.float64) / factor).view(np.uint64) == bits)
-            chunk_exact = np.zeros(len(counts), dtype=bool)
-            chunk_exact[starts] = np.logical_and.reduceat(exact, offsets[starts])
-            chosen = undecided & chunk_exact
-            scales[chosen] = scale
-            undecided &= ~chunk_exact
-            if not undecided.any():
-                break
-    return scales
 
 
 def encode_page(counts: np.ndarray, timestamps: np.ndarray, values: np.ndarray) -> bytes:
@@ -78,25 +39,14 @@ def encode_page(counts: np.ndarray, timestamps: np.ndarray, values: np.ndarray) 
     ts = np.ascontiguousarray(timestamps, dtype=np.int64)
     values = np.ascontiguousarray(values, dtype=np.float64)
     runs = counts.astype(np.int64)
-    scales = decimal_scales(values, runs)
-    per_sample_scale = np.repeat(scales, runs)
-    decimal = per_sample_scale != VALUE_XOR
-    with np.errstate(all="ignore"):
-        factors = 10.0 ** per_sample_scale[decimal].astype(np.float64)
-        mantissas = np.zeros(len(values), dtype=np.int64)
-        mantissas[decimal] = np.round(values[decimal] * factors).astype(np.int64)
-    value_words = np.where(
-        decimal,
-        zigzag(delta_of_delta(mantissas, runs)),
-        xor_delta(values.view(np.uint64), runs),
-    )
+    scales, words = encode_values(values, runs)
     body = b"".join(
         (
             PAGE_HEADER.pack(PAGE_MAGIC, PAGE_VERSION, len(counts), len(ts)),
             counts.tobytes(),
             scales.tobytes(),
             to_planes(zigzag(delta_of_delta(ts, runs))),
-            to_planes(value_words),
+            to_planes(words),
         )
     )
     return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(body)
@@ -145,16 +95,7 @@ def decode_page_chunks(
         words = _planes_at(body, n, pos + 8 * n, picked)
         counts, scales, runs = counts[slots], scales[slots], runs[slots]
     ts = undelta_of_delta(unzigzag(ts_words), runs)
-    per_sample_scale = np.repeat(scales, runs)
-    decimal = per_sample_scale != VALUE_XOR
-    if (per_sample_scale[decimal] > MAX_DECIMAL_SCALE).any():
-        raise CorruptBlock("page has an unknown value encoding")
-    mantissas = undelta_of_delta(unzigzag(words), runs)
-    bits = unxor_delta(words, runs)
-    factors = 10.0 ** per_sample_scale[decimal].astype(np.float64)
-    decoded = bits.view(np.float64).copy()
-    decoded[decimal] = mantissas[decimal].astype(np.float64) / factors
-    return counts, ts, decoded
+    return counts, ts, decode_values(words, scales, runs, what="page")
 
 
 def _sample_positions(runs: np.ndarray, slots: np.ndarray) -> np.ndarray:

@@ -10,13 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blocks.chunk_page import (
-    VALUE_XOR,
-    decimal_scales,
     decode_page,
     decode_page_chunks,
     encode_page,
 )
 from blocks.errors import CorruptBlock
+from blocks.value_words import VALUE_XOR, decimal_scales
 from tests.support.values import STALE_NAN
 
 words = st.integers(min_value=0, max_value=2**64 - 1)
