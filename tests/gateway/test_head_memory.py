@@ -61,7 +61,7 @@ def test_a_freeze_that_fails_to_compress_keeps_the_samples_uncompressed(
     samples = [(i % 3, 1000 * i, SPECIAL_BITS[i % len(SPECIAL_BITS)]) for i in range(7)]
     append(head, samples)
 
-    def out_of_memory(*_: object) -> bytes:
+    def out_of_memory(*_: object, **__: object) -> bytes:
         raise MemoryError
 
     monkeypatch.setattr(gateway.head_batch, "encode_samples", out_of_memory)
