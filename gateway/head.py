@@ -28,7 +28,7 @@ from gateway.head_batch import compress_batch as compress_batch
 from gateway.head_batch import merge_sorted as merge_sorted
 from gateway.head_columns import GrowableArray, SampleColumns
 from gateway.head_histograms import HeadHistograms, HistogramPart
-from gateway.head_merge import merge_runs, tail_to_merge
+from gateway.head_merge import RunMerge, tail_to_merge
 from gateway.head_starts import HeadStarts
 from querier.varint import uvarint
 
@@ -329,10 +329,21 @@ class TenantHead:
         """Merge the newest runs of batches while four of one level make one of the next
         (gateway/head_merge.py): longer runs per series, fewer bytes a sample."""
         while (start := tail_to_merge(self.frozen, BLOCK_DURATION_MS)) is not None:
-            taken = self.frozen[start:]
-            merged = merge_runs(taken)
-            self.frozen[start:] = merged
-            self.frozen_bytes += sum(len(b.data) for b in merged) - sum(len(b.data) for b in taken)
+            # The merge owns the runs it merges, so it can give each batch back once it
+            # has written its samples; what it holds when it ends, or fails, goes back.
+            merge = RunMerge(self.frozen[start:])
+            self._count_frozen(self.frozen[start:], -1)
+            del self.frozen[start:]
+            try:
+                merge.merge()
+            finally:
+                held = merge.held()
+                self.frozen += held
+                self._count_frozen(held, 1)
+
+    def _count_frozen(self, batches: list[FrozenBatch], sign: int) -> None:
+        self.frozen_bytes += sign * sum(len(b.data) for b in batches)
+        self.frozen_samples += sign * sum(b.samples for b in batches)
 
     def _existing(self, refs: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Stored value bits at (ref, timestamp) pairs; the slow path for older samples."""

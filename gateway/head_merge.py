@@ -15,7 +15,8 @@ whatever the runs' size.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -67,25 +68,79 @@ def merge_runs(batches: Sequence[FrozenBatch]) -> list[FrozenBatch]:
     """One run of the next level from consecutive runs: their samples sorted by (ref,
     timestamp); of samples at one (ref, timestamp) the first in the runs' order stays,
     the one readers and cuts would keep of them."""
-    runs = [list(group) for _, group in itertools.groupby(batches, key=lambda b: b.run)]
-    level = max(b.level for b in batches) + 1
-    run = new_run_id()
-    out: list[FrozenBatch] = []
-    for refs, ts, values in _batched(_merged(runs), FROZEN_BATCH_SAMPLES):
-        out.append(compress_batch(refs, ts, values, run=run, level=level))
-    return out
+    merge = RunMerge(batches)
+    merge.merge()
+    return merge.held()
 
 
-def _merged(runs: list[list[FrozenBatch]]) -> Iterator[SampleTriple]:
-    """The runs' samples in (ref, timestamp) order, a piece at a time.
+class RunMerge:
+    """One merge of consecutive runs that gives back each input batch once every sample
+    of it is in a written batch.
+
+    So the merge holds about the inputs' bytes, not the inputs' and the new run's at once
+    (a level-2 merge writes about 9 MB at 100,000 series). If it fails part way, `held()`
+    is still every sample: the batches written so far, then the input batches not given
+    back, in their runs' order. The written batches hold the kept sample of every (ref,
+    timestamp) below where they end, so what follows them in that order repeats a pair
+    only where they already have the first of it.
+    """
+
+    def __init__(self, batches: Sequence[FrozenBatch]) -> None:
+        self.level = max(b.level for b in batches) + 1
+        self.run = new_run_id()
+        self.written: list[FrozenBatch] = []
+        self._runs = [deque(group) for _, group in itertools.groupby(batches, key=_run_of)]
+        # The last ref of each decoded batch still held: the first ones of its run.
+        self._decoded: list[deque[int]] = [deque() for _ in self._runs]
+
+    def held(self) -> list[FrozenBatch]:
+        """Every sample of the runs: the batches written, then the inputs not given back."""
+        return self.written + [batch for run in self._runs for batch in run]
+
+    def merge(self) -> None:
+        """Write the merged run, giving back the inputs as the written batches pass them."""
+        for refs, ts, values in _batched(
+            _merged(len(self._runs), self._decode_next), FROZEN_BATCH_SAMPLES
+        ):
+            self.written.append(compress_batch(refs, ts, values, run=self.run, level=self.level))
+            self._give_back_below(int(refs[-1]))
+        for run, decoded in zip(self._runs, self._decoded, strict=True):
+            run.clear()
+            decoded.clear()
+
+    def _decode_next(self, i: int) -> SampleTriple | None:
+        run, decoded = self._runs[i], self._decoded[i]
+        if len(decoded) == len(run):
+            return None
+        samples = decode_samples(run[len(decoded)].data)
+        decoded.append(int(samples[0][-1]))
+        return samples
+
+    def _give_back_below(self, ref: int) -> None:
+        """Drop the decoded inputs whose refs all lie below `ref`: every sample of a ref
+        below the last one written is in a written batch (the merge goes in ref order)."""
+        for run, decoded in zip(self._runs, self._decoded, strict=True):
+            while decoded and decoded[0] < ref:
+                decoded.popleft()
+                run.popleft()
+
+
+def _run_of(batch: FrozenBatch) -> int:
+    return batch.run
+
+
+def _merged(
+    count: int, decode_next: Callable[[int], SampleTriple | None]
+) -> Iterator[SampleTriple]:
+    """The samples of `count` runs in (ref, timestamp) order, a piece at a time;
+    `decode_next(i)` is run i's next batch decoded, None after its last.
 
     Each run has a decoded head (what is left of its current batch). A piece takes from
     every head the refs below the smallest last ref of the heads whose run goes on: a
     series may go on in that run's next batch, so its samples wait for it.
     """
-    pending = [iter(r) for r in runs]
-    heads: list[SampleTriple | None] = [_decode_next(p) for p in pending]
-    more = [True] * len(runs)
+    heads: list[SampleTriple | None] = [decode_next(i) for i in range(count)]
+    more = [True] * count
     while any(h is not None for h in heads):
         limit = None
         for i, head in enumerate(heads):
@@ -102,22 +157,17 @@ def _merged(runs: list[list[FrozenBatch]]) -> Iterator[SampleTriple]:
                 parts.append((refs[:cut], ts[:cut], values[:cut]))
             rest = (refs[cut:], ts[cut:], values[cut:])
             if limit is not None and int(refs[-1]) == limit and more[i]:
-                following = _decode_next(pending[i])
+                following = decode_next(i)
                 if following is None:
                     more[i] = False
                 else:
                     rest = concatenate_triples([rest, following])
             heads[i] = rest if len(rest[0]) else None
             if heads[i] is None and more[i]:
-                heads[i] = _decode_next(pending[i])
+                heads[i] = decode_next(i)
                 more[i] = heads[i] is not None
         if parts:
             yield merge_sorted(parts)
-
-
-def _decode_next(batches: Iterator[FrozenBatch]) -> SampleTriple | None:
-    batch = next(batches, None)
-    return None if batch is None else decode_samples(batch.data)
 
 
 def _batched(pieces: Iterator[SampleTriple], size: int) -> Iterator[SampleTriple]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from gateway.head_batch import (
     compress_batch,
     new_run_id,
 )
-from gateway.head_merge import MERGE_FAN_IN, merge_runs, tail_to_merge
+from gateway.head_merge import MERGE_FAN_IN, RunMerge, merge_runs, tail_to_merge
 from tests.gateway.writes import canonical
 
 START_MS = 1_795_564_800_000  # aligned to 2 h
@@ -84,6 +86,70 @@ def test_a_merged_run_holds_the_runs_samples_in_order_the_first_of_a_pair_kept(
     for batch in merged:
         _, times, _ = decode_samples(batch.data)
         assert (batch.mint, batch.maxt, batch.samples) == (times.min(), times.max(), len(times))
+
+
+def first_kept(batches: list[FrozenBatch]) -> list[tuple[int, int, int]]:
+    """The samples readers keep of `batches` in this order: the first at each pair."""
+    first: dict[tuple[int, int], int] = {}
+    for ref, ts, bits in samples_of(batches):
+        first.setdefault((ref, ts), bits)
+    return [(ref, ts, bits) for (ref, ts), bits in sorted(first.items())]
+
+
+@settings(max_examples=300, deadline=None)
+@given(runs(), st.integers(1, 20), st.integers(0, 12))
+def test_a_merge_failing_part_way_still_holds_every_sample(
+    given_runs: list[list[FrozenBatch]], batch_samples: int, fail_at: int
+) -> None:
+    """What a failed merge holds (its written batches, then the inputs it has not given
+    back) keeps, first at each pair, what the runs kept."""
+    batches = [b for run in given_runs for b in run]
+    merge = RunMerge(batches)
+    written = 0
+
+    def compress_or_fail(*args: Any, **kwargs: Any) -> FrozenBatch:
+        nonlocal written
+        if written == fail_at:
+            raise MemoryError("injected")
+        written += 1
+        return compress_batch(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gateway.head_merge, "FROZEN_BATCH_SAMPLES", batch_samples)
+        patch.setattr(gateway.head_merge, "compress_batch", compress_or_fail)
+        with contextlib.suppress(MemoryError):
+            merge.merge()
+    assert first_kept(merge.held()) == first_kept(batches)
+
+
+def test_a_merge_gives_back_its_inputs_as_it_writes() -> None:
+    """The merge holds about its inputs' bytes, not its inputs' and its output's."""
+    series, scrapes = 3_000, 4
+    given_runs = []
+    for scrape in range(scrapes):
+        refs = np.arange(series, dtype=np.uint32)
+        ts = np.full(series, START_MS + scrape * 15_000, dtype=np.int64)
+        values = np.arange(series, dtype=np.float64) + scrape
+        given_runs.append(run_of(refs, ts, values, list(range(0, series, 500))))
+    batches = [b for run in given_runs for b in run]
+    merge = RunMerge(batches)
+    held_bytes: list[int] = []
+
+    def compress_and_measure(*args: Any, **kwargs: Any) -> FrozenBatch:
+        held_bytes.append(sum(len(b.data) for b in merge.held()))
+        return compress_batch(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gateway.head_merge, "FROZEN_BATCH_SAMPLES", 1_000)
+        patch.setattr(gateway.head_merge, "compress_batch", compress_and_measure)
+        merge.merge()
+    inputs = sum(len(b.data) for b in batches)
+    output = sum(len(b.data) for b in merge.held())
+    assert len(held_bytes) == len(merge.held()) == series * scrapes // 1_000
+    # Holding every input until the end would reach inputs + output; giving them back
+    # as written batches pass them stays within the inputs and a batch of each run.
+    assert max(held_bytes) < inputs + output / 4, (max(held_bytes), inputs, output)
+    assert first_kept(merge.held()) == first_kept(batches)
 
 
 def one_run(level: int, minute: int) -> list[FrozenBatch]:
