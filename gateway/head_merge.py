@@ -34,6 +34,8 @@ from gateway.head_batch import (
 
 # Runs merged at once: four runs of one level make one of the next.
 MERGE_FAN_IN = 4
+# Samples a piece of the merge takes at most, about (from all runs together).
+PIECE_SAMPLES = FROZEN_BATCH_SAMPLES
 
 
 def tail_to_merge(frozen: Sequence[FrozenBatch], window_ms: int) -> int | None:
@@ -141,12 +143,14 @@ def _merged(
     """
     heads: list[SampleTriple | None] = [decode_next(i) for i in range(count)]
     more = [True] * count
+    per_head = max(1, PIECE_SAMPLES // count)
     while any(h is not None for h in heads):
         limit = None
         for i, head in enumerate(heads):
             if head is not None and more[i]:
                 last = int(head[0][-1])
                 limit = last if limit is None else min(limit, last)
+        limit = _capped(limit, [h[0] for h in heads if h is not None], per_head)
         parts: list[SampleTriple] = []
         for i, head in enumerate(heads):
             if head is None:
@@ -168,6 +172,25 @@ def _merged(
                 more[i] = heads[i] is not None
         if parts:
             yield merge_sorted(parts)
+
+
+def _capped(limit: int | None, heads: list[np.ndarray], per_head: int) -> int | None:
+    """`limit` lowered so that a piece takes about `per_head` samples of each head at most,
+    but always at least the smallest ref (so that the merge goes on).
+
+    Without it a piece is a whole batch of each run where batches hold few series (the
+    corpus: 1,762 series, 65,536 samples a batch), and merging it holds several copies
+    of four batches' samples at once: 35 MB for a level-1 merge of a 2 MB run each.
+    """
+    if not heads:
+        return limit
+    smallest = min(int(refs[0]) for refs in heads)
+    cap = min(int(refs[min(len(refs) - 1, per_head)]) for refs in heads)
+    if cap <= smallest:
+        cap = smallest + 1
+    elif all(len(refs) <= per_head for refs in heads):
+        return limit  # every head is short: the piece is small whatever the limit
+    return cap if limit is None else min(limit, cap)
 
 
 def _batched(pieces: Iterator[SampleTriple], size: int) -> Iterator[SampleTriple]:

@@ -19,6 +19,7 @@ from gateway.head_batch import (
     MAX_LEVEL,
     FrozenBatch,
     compress_batch,
+    merge_sorted,
     new_run_id,
 )
 from gateway.head_merge import MERGE_FAN_IN, RunMerge, merge_runs, tail_to_merge
@@ -65,9 +66,9 @@ def runs(draw: st.DrawFn) -> list[list[FrozenBatch]]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(runs(), st.integers(1, 20))
+@given(runs(), st.integers(1, 20), st.integers(1, 30))
 def test_a_merged_run_holds_the_runs_samples_in_order_the_first_of_a_pair_kept(
-    given_runs: list[list[FrozenBatch]], batch_samples: int
+    given_runs: list[list[FrozenBatch]], batch_samples: int, piece_samples: int
 ) -> None:
     batches = [b for run in given_runs for b in run]
     # Of samples at one (ref, timestamp) the first in the runs' order stays, as readers
@@ -78,6 +79,7 @@ def test_a_merged_run_holds_the_runs_samples_in_order_the_first_of_a_pair_kept(
     expected = [(ref, ts, bits) for (ref, ts), bits in sorted(first.items())]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(gateway.head_merge, "FROZEN_BATCH_SAMPLES", batch_samples)
+        patch.setattr(gateway.head_merge, "PIECE_SAMPLES", piece_samples)  # pieces capped
         merged = merge_runs(batches)
     assert samples_of(merged) == expected
     assert len({b.run for b in merged}) == 1
@@ -150,6 +152,32 @@ def test_a_merge_gives_back_its_inputs_as_it_writes() -> None:
     # as written batches pass them stays within the inputs and a batch of each run.
     assert max(held_bytes) < inputs + output / 4, (max(held_bytes), inputs, output)
     assert first_kept(merge.held()) == first_kept(batches)
+
+
+def test_a_merge_of_runs_of_few_series_takes_bounded_pieces() -> None:
+    """Batches of a few long series (1 s scrapes): a piece takes part of each batch, not
+    four whole batches, so a merge holds a few pieces' working arrays, not runs' worth."""
+    series, per_run = 40, 500
+    batches: list[FrozenBatch] = []
+    for r in range(MERGE_FAN_IN):
+        refs = np.repeat(np.arange(series, dtype=np.uint32), per_run)
+        times = START_MS + (r * per_run + np.arange(per_run, dtype=np.int64)) * 1000
+        ts = np.tile(times, series)
+        batches += run_of(refs, ts, np.arange(len(refs), dtype=np.float64), [len(refs) // 2])
+    pieces: list[int] = []
+
+    def merge_and_count(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> object:
+        pieces.append(sum(len(p[0]) for p in parts))
+        return merge_sorted(parts)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gateway.head_merge, "PIECE_SAMPLES", 2_000)
+        patch.setattr(gateway.head_merge, "merge_sorted", merge_and_count)
+        merged = merge_runs(batches)
+    # A piece stops at a whole series: 2,000 samples and at most one series of each run more.
+    assert max(pieces) <= 2_000 + MERGE_FAN_IN * per_run, max(pieces)
+    assert sum(pieces) == series * per_run * MERGE_FAN_IN
+    assert first_kept(merged) == first_kept(batches)
 
 
 def one_run(level: int, minute: int) -> list[FrozenBatch]:
