@@ -353,7 +353,9 @@ class TenantHead:
         unique_refs = np.unique(refs)
         sources = [(self.recent.refs.view, self.recent.timestamps.view, self.recent.values.view)]
         mint, maxt = int(ts.min()), int(ts.max())
-        overlapping = [b for b in self.frozen if b.mint <= maxt and b.maxt >= mint]
+        overlapping = [
+            b for b in self.frozen if b.mint <= maxt and b.maxt >= mint and b.may_hold(unique_refs)
+        ]
         sources += [decode_samples(b.data) for b in overlapping]
         for s_refs, s_ts, s_values in sources:
             hits = np.flatnonzero(np.isin(s_refs, unique_refs))

@@ -57,6 +57,15 @@ class FrozenBatch:
     samples: int
     run: int = 0
     level: int = 0
+    # The refs of its first and last sample: merged batches hold narrow ranges of series,
+    # so a read of a few series decodes few of them.
+    first_ref: int = 0
+    last_ref: int = (1 << 32) - 1
+
+    def may_hold(self, refs: np.ndarray) -> bool:
+        """Whether any of `refs` (sorted) lies in the batch's range of refs."""
+        at = int(np.searchsorted(refs, self.first_ref))
+        return at < len(refs) and int(refs[at]) <= self.last_ref
 
 
 def compress_batch(
@@ -76,6 +85,8 @@ def compress_batch(
         len(refs),
         new_run_id() if run is None else run,
         level,
+        int(refs[0]),
+        int(refs[-1]),
     )
 
 

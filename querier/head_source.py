@@ -115,9 +115,13 @@ def select_head(
     """The head's series matching `matchers` with samples in [mint, maxt]."""
     postings.update(view.labels, view.series)
     wanted = select_series(postings, matchers, checkpoint=checkpoint)
-    wanted = wanted[wanted < view.series]
+    wanted = np.sort(wanted[wanted < view.series])
     refs_parts, ts_parts, value_parts = [], [], []
-    sources = [decode_samples(b.data) for b in view.frozen if b.mint <= maxt and b.maxt >= mint]
+    sources = [
+        decode_samples(b.data)
+        for b in view.frozen
+        if b.mint <= maxt and b.maxt >= mint and b.may_hold(wanted)
+    ]
     for refs, ts, values in [*sources, view.recent]:
         keep = (ts >= mint) & (ts <= maxt) & np.isin(refs, wanted)
         refs_parts.append(refs[keep])
