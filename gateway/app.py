@@ -96,6 +96,8 @@ class Gateway:
         )
         self.queue_store = LocalStore(config.upload_dir)
         self.head_postings: dict[str, HeadPostings] = {}
+        # (shipper.queue_changes, queued block metas by tenant) when last listed.
+        self._queue_listing: tuple[int, dict[str, list[BlockMeta]]] | None = None
         self.reader = build_read_handler(
             config,
             self.store,
@@ -141,16 +143,25 @@ class Gateway:
         view = None
         if head is not None:
             view = capture(head, self.shipper.in_flight.get(tenant))
-        queued = []
-        for queued_tenant, block_dir in queued_blocks(self.config.upload_dir):
-            if queued_tenant != tenant:
-                continue
-            try:
-                queued.append(BlockMeta.from_json((block_dir / META_FILENAME).read_bytes()))
-            except FileNotFoundError:
-                continue  # uploaded and removed from the queue since the listing
+        queued = self._queued_metas().get(tenant, [])
         postings = self.head_postings.setdefault(tenant, HeadPostings())
         return LocalView(view, postings, queued, self.queue_store)
+
+    def _queued_metas(self) -> dict[str, list[BlockMeta]]:
+        """The metas of the queued blocks by tenant, listed again only after the shipper
+        changed the queue. A block it has uploaded may still be listed while it leaves the
+        queue; readers then read it from the bucket (querier/engine.py)."""
+        changes = self.shipper.queue_changes
+        if self._queue_listing is None or self._queue_listing[0] != changes:
+            metas: dict[str, list[BlockMeta]] = {}
+            for tenant, block_dir in queued_blocks(self.config.upload_dir):
+                try:
+                    meta = BlockMeta.from_json((block_dir / META_FILENAME).read_bytes())
+                except FileNotFoundError:
+                    continue  # uploaded and removed from the queue since the listing
+                metas.setdefault(tenant, []).append(meta)
+            self._queue_listing = (changes, metas)
+        return self._queue_listing[1]
 
     def stop(self) -> None:
         """Stop taking writes and make everything pending durable."""

@@ -132,6 +132,9 @@ class Shipper:
         self.on_uploaded = on_uploaded
         # Samples a cut has taken out of the head and not yet queued, for readers.
         self.in_flight: dict[str, HeadSnapshot] = {}
+        # Counts the changes this shipper made to the upload queue (only it writes
+        # there): a reader lists the queue again only when it has moved.
+        self.queue_changes = 0
         self.uploaded = 0
         # Cuts never overlap cuts, uploads never overlap uploads; the two run side by side.
         self._cut_lock = asyncio.Lock()
@@ -233,6 +236,7 @@ class Shipper:
                 self._build_all, snapshots, labels, boundaries, starts
             )
         except Exception:
+            self.queue_changes += 1  # blocks of tenants cut before the failure
             self.metrics.cut_failures.inc()
             log.exception("head cut failed; samples stay in the head")
             for tenant, snapshot in snapshots.items():
@@ -245,6 +249,7 @@ class Shipper:
             return
         failpoint("gateway.cut.after_build")
         # From here on (no await until the loop ends) the samples are queued or restored.
+        self.queue_changes += 1
         self.in_flight = {}
         durable = []
         pending = PendingTruncation(generation)
@@ -389,7 +394,10 @@ class Shipper:
             self.on_uploaded(tenant)
             self._uploaded_tenants.add(tenant)
             self.metrics.blocks_uploaded.labels(tenant).inc()
-            await asyncio.to_thread(drop_queued_block, block_dir)
+            try:
+                await asyncio.to_thread(drop_queued_block, block_dir)
+            finally:
+                self.queue_changes += 1
             failpoint("gateway.upload.after_dequeue")
             for pending in self.pending:
                 pending.blocks.discard(block_dir)

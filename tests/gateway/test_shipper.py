@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry
 
 from blocks.bucket_index import read_bucket_index
@@ -179,3 +180,38 @@ def test_block_left_half_removed_from_the_queue_is_neither_uploaded_nor_kept(
     again = started(tmp_path)
     assert not half_removed.exists()
     again.stop()
+
+
+def test_readers_list_the_queue_again_only_after_the_shipper_changed_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = started(tmp_path)
+    listings = []
+
+    def counted(upload_dir: Path) -> list[tuple[str, Path]]:
+        listings.append(upload_dir)
+        return queued_blocks(upload_dir)
+
+    monkeypatch.setattr("gateway.app.queued_blocks", counted)
+    write(gateway, "up", [(START_MS, 1.0), (START_MS + 3 * HOUR_MS, 2.0)])
+    assert gateway.local_view("default").queued == []
+    assert gateway.local_view("default").queued == []
+    assert len(listings) == 1, "nothing changed the queue"
+
+    def refused(key: str, data: bytes) -> None:
+        raise StorageError("put", key, "injected outage")
+
+    real_put = gateway.store.put
+    gateway.store.put = refused  # type: ignore[method-assign]
+    asyncio.run(gateway.shipper.step())  # cut: one block queued, its upload refused
+    queued = gateway.local_view("default").queued
+    assert [m.mint for m in queued] == [START_MS]
+    gateway.local_view("default")
+    assert len(listings) == 2, "listed again once, after the cut"
+
+    gateway.store.put = real_put  # type: ignore[method-assign]
+    gateway.shipper._next_upload = 0.0  # the backoff has passed
+    asyncio.run(gateway.shipper.step())  # uploaded, and gone from the queue
+    assert gateway.local_view("default").queued == []
+    assert len(listings) == 3
+    gateway.stop()
