@@ -12,7 +12,7 @@ import querier.head_source
 from blocks.sample_codec import decode_samples
 from gateway.head import TenantHead, key_label_pairs, series_key_of
 from gateway.head_batch import compress_batch
-from querier.head_source import HeadPostings, capture, select_head
+from querier.head_source import HeadPostings, HeadView, capture, select_head
 from querier.matchers import Matcher, MatchType
 from tests.gateway.writes import canonical
 
@@ -38,6 +38,13 @@ def head() -> TenantHead:
 
 def selected(head: TenantHead, pattern: str) -> tuple[dict[str, tuple[list[int], list[int]]], int]:
     """The samples of the series whose `i` matches `pattern`, by `i`; batches decoded."""
+    return selected_from(capture(head, None), pattern)
+
+
+def selected_from(
+    view: HeadView, pattern: str
+) -> tuple[dict[str, tuple[list[int], list[int]]], int]:
+    """The same from a captured view."""
     decoded = 0
 
     def counting_decode(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -45,7 +52,6 @@ def selected(head: TenantHead, pattern: str) -> tuple[dict[str, tuple[list[int],
         decoded += 1
         return decode_samples(data)
 
-    view = capture(head, None)
     matchers = [Matcher(MatchType.EQ, "__name__", "m"), Matcher(MatchType.RE, "i", pattern)]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(querier.head_source, "decode_samples", counting_decode)
@@ -103,3 +109,25 @@ def test_a_batch_may_hold_refs_within_its_first_and_last_ref() -> None:
         ([], False),
     ]:
         assert batch.may_hold(np.array(wanted, dtype=np.uint32)) is holds, wanted
+
+
+def test_a_capture_holds_views_of_the_buffer_that_later_writes_leave_as_they_were() -> None:
+    head = TenantHead("t", 1 << 20)
+    refs = np.array(
+        [head.series_ref(canonical([("__name__", "m"), ("i", str(i))])) for i in range(3)],
+        dtype=np.uint32,
+    )
+    head.commit(head.plan(refs, np.full(3, START_MS, dtype=np.int64), np.array([1.0, 2, 3])))
+    view = capture(head, None)
+    (captured,) = view.recent
+    assert np.shares_memory(captured[1], head.recent.timestamps.view), "no copy"
+    before = [column.copy() for column in captured]
+    for scrape in range(1, 200):  # appends, and the buffer grows into new arrays
+        ts = np.full(3, START_MS + scrape * 15_000, dtype=np.int64)
+        head.commit(head.plan(refs, ts, np.array([1.0, 2, 3]) + scrape))
+    head.freeze()  # and is emptied
+    assert [column.tolist() for column in captured] == [column.tolist() for column in before]
+    got, _ = selected_from(view, "[0-9]")
+    assert got == {
+        str(i): ([START_MS], [bits]) for i, bits in enumerate(before[2].view(np.uint64).tolist())
+    }
