@@ -23,8 +23,8 @@ FROZEN_BATCH_SAMPLES = 65_536
 MAX_LEVEL = 2
 # Merged runs (and what a cut keeps) are held longest and are long per series: they take
 # the compact layout of blocks/sample_codec.py. On the 100k fleet's 12 M samples that is
-# 1.43 bytes a sample where the fast layout held 2.52 (docs/head.md, "Merged runs"), for
-# 0.09 µs a sample more CPU; a freeze, on the ingest path, keeps the fast one.
+# 1.42 bytes a sample where the fast layout held 2.49 (python -m bench.head_bytes), for
+# about 0.07 µs a sample more CPU; a freeze, on the ingest path, keeps the fast one.
 COMPACT_FROM_LEVEL = 1
 
 # Float samples as columns: series refs (u32), timestamps (i64), values (f64).
