@@ -15,6 +15,7 @@ import zstandard
 from blocks.columns import (
     delta_of_delta,
     from_planes,
+    run_positions,
     to_planes,
     undelta_of_delta,
     unzigzag,
@@ -102,13 +103,7 @@ def _sample_positions(runs: np.ndarray, slots: np.ndarray) -> np.ndarray:
     """Positions in the page of every sample of the chunks at `slots`."""
     starts = np.zeros(len(runs) + 1, dtype=np.int64)
     np.cumsum(runs, out=starts[1:])
-    lengths = runs[slots]
-    firsts = starts[slots]
-    # Each wanted run as consecutive positions: a running count, restarted per run.
-    offsets = np.arange(int(lengths.sum()), dtype=np.int64)
-    run_begin = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    out: np.ndarray = np.repeat(firsts, lengths) + offsets - run_begin
-    return out
+    return run_positions(starts[slots], runs[slots])
 
 
 def _planes_at(body: bytes, n: int, offset: int, picked: np.ndarray) -> np.ndarray:

@@ -111,6 +111,15 @@ def from_planes(data: bytes | memoryview, count: int, offset: int = 0) -> np.nda
     return planes.T.copy().view("<u8").ravel().astype(np.uint64, copy=False)
 
 
+def run_positions(firsts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Every position of the runs that start at `firsts` and are `lengths` long, run after
+    run: a running count, restarted at each run's first position."""
+    offsets = np.arange(int(lengths.sum()), dtype=np.int64)
+    run_begin = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out: np.ndarray = np.repeat(firsts, lengths) + offsets - run_begin
+    return out
+
+
 def run_bounds(keys: np.ndarray) -> list[tuple[int, int]]:
     """(start, end) of each run of equal neighbours in a column: one per series when sorted."""
     if not len(keys):

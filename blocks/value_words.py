@@ -17,6 +17,7 @@ import numpy as np
 
 from blocks.columns import (
     delta_of_delta,
+    run_positions,
     undelta_of_delta,
     unxor_delta,
     unzigzag,
@@ -58,7 +59,7 @@ def decimal_scales(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
         if not len(candidates):
             continue
         lengths = counts[candidates]
-        exact = _exact_at(values[_positions(offsets[candidates], lengths)], factor)
+        exact = _exact_at(values[run_positions(offsets[candidates], lengths)], factor)
         segment_starts = np.zeros(len(candidates), dtype=np.int64)
         np.cumsum(lengths[:-1], out=segment_starts[1:])
         decided = candidates[np.logical_and.reduceat(exact, segment_starts)]
@@ -78,13 +79,6 @@ def _exact_at(values: np.ndarray, factor: float) -> np.ndarray:
         back = (integers.astype(np.float64) / factor).view(np.uint64)
     exact: np.ndarray = usable & (back == values.view(np.uint64))
     return exact
-
-
-def _positions(firsts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Every position of the runs starting at `firsts` with `lengths` (each at least 1)."""
-    run_begin = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    positions: np.ndarray = np.repeat(firsts, lengths) + np.arange(int(lengths.sum())) - run_begin
-    return positions
 
 
 def encode_values(values: np.ndarray, runs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
