@@ -118,7 +118,7 @@ def select_head(
     """The head's series matching `matchers` with samples in [mint, maxt]."""
     postings.update(view.labels, view.series)
     wanted = select_series(postings, matchers, checkpoint=checkpoint)
-    wanted = np.sort(wanted[wanted < view.series])
+    wanted = wanted[wanted < view.series]  # sorted, as select_series gives them
     refs_parts, ts_parts, value_parts = [], [], []
     sources = [
         decode_samples(b.data)
