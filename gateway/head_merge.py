@@ -66,18 +66,11 @@ def tail_to_merge(frozen: Sequence[FrozenBatch], window_ms: int) -> int | None:
     return first
 
 
-def merge_runs(batches: Sequence[FrozenBatch]) -> list[FrozenBatch]:
-    """One run of the next level from consecutive runs: their samples sorted by (ref,
-    timestamp); of samples at one (ref, timestamp) the first in the runs' order stays,
-    the one readers and cuts would keep of them."""
-    merge = RunMerge(batches)
-    merge.merge()
-    return merge.held()
-
-
 class RunMerge:
-    """One merge of consecutive runs that gives back each input batch once every sample
-    of it is in a written batch.
+    """One merge of consecutive runs into one run of the next level: their samples sorted
+    by (ref, timestamp); of samples at one (ref, timestamp) the first in the runs' order
+    stays, the one readers and cuts would keep of them. It gives back each input batch
+    once every sample of it is in a written batch.
 
     So the merge holds about the inputs' bytes, not the inputs' and the new run's at once
     (a level-2 merge writes about 9 MB at 100,000 series). If it fails part way, `held()`

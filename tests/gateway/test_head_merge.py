@@ -22,7 +22,7 @@ from gateway.head_batch import (
     merge_sorted,
     new_run_id,
 )
-from gateway.head_merge import MERGE_FAN_IN, RunMerge, merge_runs, tail_to_merge
+from gateway.head_merge import MERGE_FAN_IN, RunMerge, tail_to_merge
 from tests.gateway.writes import canonical
 
 START_MS = 1_795_564_800_000  # aligned to 2 h
@@ -39,6 +39,13 @@ def run_of(
         for a, b in itertools.pairwise(bounds)
         if b > a
     ]
+
+
+def merge_runs(batches: list[FrozenBatch]) -> list[FrozenBatch]:
+    """The run a whole merge of `batches` writes."""
+    merge = RunMerge(batches)
+    merge.merge()
+    return merge.held()
 
 
 def samples_of(batches: list[FrozenBatch]) -> list[tuple[int, int, int]]:
