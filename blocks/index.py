@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import zstandard
 
+from blocks.columns import run_positions
 from blocks.compression import decompress
 from blocks.errors import CorruptBlock
 from blocks.start_store import StartEvents
@@ -201,6 +202,18 @@ class BlockIndex:
         refs = self.label_pairs[2 * lo : 2 * hi].tolist()
         symbols = self.symbols
         return [(symbols[refs[i]], symbols[refs[i + 1]]) for i in range(0, len(refs), 2)]
+
+    def label_sets(self, series: np.ndarray) -> list[tuple[tuple[str, str], ...]]:
+        """`labels` of each of these series, looked up together: one gather of their
+        symbol numbers, where a lookup per series cost a few array calls each."""
+        firsts = self.label_offsets[series].astype(np.int64)
+        counts = self.label_offsets[series + 1].astype(np.int64) - firsts
+        refs = self.label_pairs[run_positions(2 * firsts, 2 * counts)].tolist()
+        symbols = self.symbols
+        texts = [symbols[r] for r in refs]
+        pairs = list(zip(texts[0::2], texts[1::2], strict=True))
+        ends = np.cumsum(counts).tolist()
+        return [tuple(pairs[end - n : end]) for end, n in zip(ends, counts.tolist(), strict=True)]
 
     def symbol(self, text: str) -> int:
         """The symbol number of a string, or -1 if the block has no such string."""

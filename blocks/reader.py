@@ -65,7 +65,12 @@ class BlockReader:
         # Rows come in series order: each series' chunks are one run of them.
         bounds = np.searchsorted(owners, np.arange(len(ids) + 1)).tolist()
         row_list = rows.tolist()
-        for at, series in enumerate(ids):
+        # Per series: whether all its chunks lie inside the range (then nothing is cut).
+        table = self.index.chunks
+        cut = (table.mint[rows] < mint) | (table.maxt[rows] > maxt)
+        cut_series = np.zeros(len(ids), dtype=bool)
+        cut_series[owners[cut]] = True
+        for at, (series, whole) in enumerate(zip(ids, (~cut_series).tolist(), strict=True)):
             run = row_list[bounds[at] : bounds[at + 1]]
             if not run:
                 out[series] = (np.zeros(0, dtype=np.int64), np.zeros(0))
@@ -75,6 +80,9 @@ class BlockReader:
             else:
                 ts = np.concatenate([chunks[row][0] for row in run])
                 values = np.concatenate([chunks[row][1] for row in run])
+            if whole:
+                out[series] = (ts, values)
+                continue
             # Time-sorted: the range is one slice (a view, where a mask would copy).
             lo, hi = ts.searchsorted(mint, "left"), ts.searchsorted(maxt, "right")
             out[series] = (ts[lo:hi], values[lo:hi])

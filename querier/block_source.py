@@ -78,7 +78,7 @@ def select_block(
 
     histogram_count = int(histograms[keep].sum())
     return Selection(
-        labels=[tuple(index.labels(int(i))) for i in ids],
+        labels=index.label_sets(ids),
         samples=int(samples[keep].sum()),
         rank=(BLOCK_RANK, meta.block_id),
         read=read,

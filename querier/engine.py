@@ -36,7 +36,7 @@ from querier.index_cache import BlockIndexCache, BucketIndexCache
 from querier.index_files import IndexFiles
 from querier.limits import Deadline, QueryLimits, check_counts
 from querier.matchers import Matcher
-from querier.merge import merge_histogram_parts, merge_parts
+from querier.merge import merge_histogram_parts, merge_series
 from querier.resolution import (
     Place,
     QueryHints,
@@ -466,7 +466,10 @@ class Engine:
                 found = selection.read(positions)
                 for position, parts in zip(positions, found, strict=True):
                     aggregated[(number, position)] = parts
-        return {i: _series_samples(plan, plan.places[i], raw, aggregated) for i in numbers}
+        if not plan.spans:
+            parts = [[raw[place] for place in plan.places[i]] for i in numbers]
+            return dict(zip(numbers, merge_series(parts, plan.mint, plan.maxt), strict=True))
+        return {i: _spans_samples(plan, plan.places[i], raw, aggregated) for i in numbers}
 
 
 def _positions(
@@ -508,14 +511,13 @@ def _joinable(plan: QueryPlan, places: list[tuple[int, int]]) -> bool:
     return all(prev[1] <= nxt[0] for prev, nxt in pairwise(spans))
 
 
-def _series_samples(
+def _spans_samples(
     plan: QueryPlan,
     places: list[tuple[int, int]],
     raw: Mapping[tuple[int, int], Part],
     aggregated: Mapping[tuple[int, int], AggregateParts],
 ) -> Part:
-    if not plan.spans:
-        return merge_parts([raw[place] for place in places], plan.mint, plan.maxt)
+    """One series of a plan with spans, put together from them."""
     # Places come in selection order, raw ones oldest first: the order merging wants.
     own_raw = {number: raw[(number, p)] for number, p in places if (number, p) in raw}
     own_aggregated = {

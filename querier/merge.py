@@ -40,6 +40,38 @@ def merge_parts(parts: Sequence[Part], mint: int, maxt: int) -> Part:
     return ts[last], values[last]
 
 
+def merge_series(series_parts: Sequence[Sequence[Part]], mint: int, maxt: int) -> list[Part]:
+    """`merge_parts` of each series' parts. A series found in one place only is usually
+    merged already; that is checked for all such series at once, in a few array
+    operations, where checking each on its own cost more than reading it."""
+    filled = [[p for p in parts if len(p[0])] for parts in series_parts]
+    singles = [at for at, parts in enumerate(filled) if len(parts) == 1]
+    ready = _merged_already([filled[at][0][0] for at in singles], mint, maxt)
+    as_they_are = {at for at, yes in zip(singles, ready, strict=True) if yes}
+    return [
+        parts[0] if at in as_they_are else merge_parts(parts, mint, maxt)
+        for at, parts in enumerate(filled)
+    ]
+
+
+def _merged_already(timestamps: Sequence[np.ndarray], mint: int, maxt: int) -> list[bool]:
+    """For each non-empty array of timestamps: whether they rise strictly within [mint, maxt]."""
+    if not timestamps:
+        return []
+    lengths = np.fromiter(map(len, timestamps), np.int64, len(timestamps))
+    starts = np.zeros(len(timestamps), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    ts = np.concatenate(timestamps)
+    ready = (ts[starts] >= mint) & (ts[starts + lengths - 1] <= maxt)
+    # A step that does not rise inside one array (a step onto the next array's first
+    # timestamp does not count).
+    rises = np.ones(len(ts), dtype=bool)
+    rises[1:] = ts[1:] > ts[:-1]
+    rises[starts] = True
+    ready[np.searchsorted(starts, np.flatnonzero(~rises), side="right") - 1] = False
+    return ready.tolist()
+
+
 def merge_histogram_parts(parts: Sequence[HistogramPart], mint: int, maxt: int) -> HistogramPart:
     """`merge_parts` for histograms: time-sorted, one per timestamp, later parts winning."""
     parts = [p for p in parts if len(p[0])]

@@ -284,17 +284,16 @@ class ReadHandler:
                 batch_series = encode_many_time_series(
                     [(labels, part, histograms) for labels, part, (_, histograms) in batch]
                 )
-                for (_, (ts, _), (_, histograms)), series in zip(batch, batch_series, strict=True):
-                    size += len(series)
-                    if size > self.limits.max_response_bytes:
-                        raise QueryLimitExceeded(
-                            f"query {plan.index}: the answer passes "
-                            f"{self.limits.max_response_bytes} bytes; ask for "
-                            "STREAMED_XOR_CHUNKS or a narrower query",
-                            limit="query_max_response_bytes",
-                        )
-                    self.metrics.samples.inc(len(ts) + len(histograms))
-                    encoded.append(series)
+                size += sum(map(len, batch_series))
+                if size > self.limits.max_response_bytes:
+                    raise QueryLimitExceeded(
+                        f"query {plan.index}: the answer passes "
+                        f"{self.limits.max_response_bytes} bytes; ask for "
+                        "STREAMED_XOR_CHUNKS or a narrower query",
+                        limit="query_max_response_bytes",
+                    )
+                self.metrics.samples.inc(sum(len(ts) + len(h) for _, (ts, _), (_, h) in batch))
+                encoded += batch_series
             results.append(encode_query_result(encoded))
         return bytes(snappy.compress(encode_read_response(results)))
 

@@ -99,31 +99,55 @@ def encode_many_time_series(
     """`encode_time_series` of each of several series, their samples laid out together."""
     samples = encode_samples_of_many([part for _, part, _ in series])
     return [
-        label_fields(labels) + own + encode_histograms(histograms)
+        label_fields(labels) + own + (encode_histograms(histograms) if histograms else b"")
         for (labels, _, histograms), own in zip(series, samples, strict=True)
     ]
 
 
 def label_fields(labels: Labels) -> bytes:
     """The labels as the repeated field 1 of a TimeSeries or a ChunkedSeries, the bytes
-    protobuf writes (an empty name or value left out); twice as fast as building the
-    messages, which was a tenth of a small read."""
+    protobuf writes (an empty name or value left out).
+
+    Each pair's field is kept once written (`_PAIR_FIELDS`): the series of a read share
+    most of their pairs (job, instance, the metric's name), and finding a pair costs an
+    eighth of encoding it, which was a fifth of a hundred-series read."""
+    fields = _PAIR_FIELDS
+    try:
+        return b"".join([fields[pair] for pair in labels])
+    except KeyError:
+        pass
     out = []
-    for name, value in labels:
-        n, v = name.encode(), value.encode()
-        size = len(n) + len(v) + 4
-        if len(n) > 0 and len(v) > 0 and size < 0x80:  # every length one byte
-            head = bytes((_TAG_LABEL, size, _TAG_LABEL, len(n)))
-            out.append(b"".join((head, n, _V1, bytes((len(v),)), v)))
-            continue
-        body = b"".join(
-            (
-                bytes((_TAG_LABEL,)) + uvarint(len(n)) + n if n else b"",
-                _V1 + uvarint(len(v)) + v if v else b"",
-            )
-        )
-        out.append(bytes((_TAG_LABEL,)) + uvarint(len(body)) + body)
+    for pair in labels:
+        field = fields.get(pair)
+        if field is None:
+            field = _pair_field(*pair)
+            if len(fields) >= PAIR_FIELDS_KEPT:
+                fields.clear()
+            fields[pair] = field
+        out.append(field)
     return b"".join(out)
+
+
+# Encoded label pairs by (name, value), emptied when full: under a megabyte with the
+# strings they keep, and the pairs a dashboard asks for are found from its second read.
+PAIR_FIELDS_KEPT = 4096
+_PAIR_FIELDS: dict[tuple[str, str], bytes] = {}
+
+
+def _pair_field(name: str, value: str) -> bytes:
+    """One label as field 1 of its series: tag, length, Label (its empty strings left out)."""
+    n, v = name.encode(), value.encode()
+    size = len(n) + len(v) + 4
+    if len(n) > 0 and len(v) > 0 and size < 0x80:  # every length one byte
+        head = bytes((_TAG_LABEL, size, _TAG_LABEL, len(n)))
+        return b"".join((head, n, _V1, bytes((len(v),)), v))
+    body = b"".join(
+        (
+            bytes((_TAG_LABEL,)) + uvarint(len(n)) + n if n else b"",
+            _V1 + uvarint(len(v)) + v if v else b"",
+        )
+    )
+    return bytes((_TAG_LABEL,)) + uvarint(len(body)) + body
 
 
 def encode_histograms(histograms: Sequence[bytes]) -> bytes:

@@ -39,6 +39,10 @@ def test_index_holds_symbols_pairs_and_postings_as_defined(tmp_path: Path) -> No
     number = {text: i for i, text in enumerate(symbols)}
     assert index.symbols == symbols
     assert [index.labels(i) for i in range(index.series_count)] == series
+    # Looked up together, in any order and with repeats, as a query's selection does.
+    some = np.array(random.Random(2).choices(range(index.series_count), k=300), dtype=np.int64)
+    assert index.label_sets(some) == [tuple(series[i]) for i in some.tolist()]
+    assert index.label_sets(np.zeros(0, dtype=np.int64)) == []
     pairs = [number[text] for labels in series for pair in labels for text in pair]
     assert index.label_pairs.tolist() == pairs
     postings: dict[tuple[int, int], list[int]] = {}

@@ -7,7 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proto import remote_pb2, types_pb2
+from querier import samples_response
 from querier.samples_response import (
+    PAIR_FIELDS_KEPT,
     encode_many_time_series,
     encode_query_result,
     encode_read_response,
@@ -98,7 +100,7 @@ def test_empty_answers_are_valid_messages() -> None:
 
 
 def test_varint_matches_protobuf() -> None:
-    for n in (1, 127, 128, 300, 2**32, 2**63 - 1):
+    for n in (1, 127, 128, 300, 16383, 16384, 2**21 - 1, 2**21, 2**32, 2**63 - 1):
         assert b"\x10" + uvarint(n) == types_pb2.Sample(timestamp=n).SerializeToString()
 
 
@@ -108,3 +110,19 @@ def test_label_fields_are_the_bytes_protobuf_writes(labels: list[tuple[str, str]
     """Empty names and values, lengths on either side of one varint byte, any code point."""
     want = types_pb2.TimeSeries(labels=[types_pb2.Label(name=n, value=v) for n, v in labels])
     assert label_fields(labels) == want.SerializeToString()
+
+
+def test_label_fields_stay_right_past_the_kept_pairs() -> None:
+    """More distinct pairs than are kept: the kept ones are dropped, none is answered
+    wrong, and what is kept stays bounded."""
+    series = [
+        [("__name__", "up"), ("instance", f"host-{i}"), ("job", "node")]
+        for i in range(PAIR_FIELDS_KEPT * 2 + 7)
+    ]
+    for _ in range(2):  # the second pass finds some pairs kept, encodes the rest again
+        for labels in series:
+            want = types_pb2.TimeSeries(
+                labels=[types_pb2.Label(name=n, value=v) for n, v in labels]
+            )
+            assert label_fields(labels) == want.SerializeToString()
+            assert len(samples_response._PAIR_FIELDS) <= PAIR_FIELDS_KEPT
