@@ -467,8 +467,8 @@ class Engine:
                 for position, parts in zip(positions, found, strict=True):
                     aggregated[(number, position)] = parts
         if not plan.spans:
-            parts = [[raw[place] for place in plan.places[i]] for i in numbers]
-            return dict(zip(numbers, merge_series(parts, plan.mint, plan.maxt), strict=True))
+            own = [[raw[place] for place in plan.places[i]] for i in numbers]
+            return dict(zip(numbers, merge_series(own, plan.mint, plan.maxt), strict=True))
         return {i: _spans_samples(plan, plan.places[i], raw, aggregated) for i in numbers}
 
 

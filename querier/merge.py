@@ -69,7 +69,8 @@ def _merged_already(timestamps: Sequence[np.ndarray], mint: int, maxt: int) -> l
     rises[1:] = ts[1:] > ts[:-1]
     rises[starts] = True
     ready[np.searchsorted(starts, np.flatnonzero(~rises), side="right") - 1] = False
-    return ready.tolist()
+    answer: list[bool] = ready.tolist()
+    return answer
 
 
 def merge_histogram_parts(parts: Sequence[HistogramPart], mint: int, maxt: int) -> HistogramPart:

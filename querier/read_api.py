@@ -42,11 +42,7 @@ from querier.limits import (
 from querier.matchers import Matcher, matchers_from_proto
 from querier.metrics import QuerierMetrics
 from querier.resolution import QueryHints
-from querier.samples_response import (
-    encode_many_time_series,
-    encode_query_result,
-    encode_read_response,
-)
+from querier.samples_response import Bytes, query_result_fields, read_response
 from querier.stream_chunks import encode_pieces, piece_samples, series_fields, series_frames
 from querier.stream_response import FrameStream
 
@@ -279,12 +275,12 @@ class ReadHandler:
         results = []
         size = 0
         for plan in plans:
-            encoded = []
+            fields: list[Bytes] = []
             for batch in self.engine.series_batches(plan, deadline):
-                batch_series = encode_many_time_series(
+                batch_fields = query_result_fields(
                     [(labels, part, histograms) for labels, part, (_, histograms) in batch]
                 )
-                size += sum(map(len, batch_series))
+                size += sum(map(len, batch_fields))
                 if size > self.limits.max_response_bytes:
                     raise QueryLimitExceeded(
                         f"query {plan.index}: the answer passes "
@@ -293,9 +289,9 @@ class ReadHandler:
                         limit="query_max_response_bytes",
                     )
                 self.metrics.samples.inc(sum(len(ts) + len(h) for _, (ts, _), (_, h) in batch))
-                encoded += batch_series
-            results.append(encode_query_result(encoded))
-        return bytes(snappy.compress(encode_read_response(results)))
+                fields += batch_fields
+            results.append(fields)
+        return bytes(snappy.compress(read_response(results)))
 
     def _frames(self, plan: QueryPlan, deadline: Deadline) -> Iterator[list[bytes]]:
         """Frames of one query, a batch of series at a time, in pieces (series_frames)."""

@@ -11,17 +11,20 @@ Layout of the messages: proto/remote.proto, proto/types.proto.
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from querier.varint import uvarint
 
 Labels = Sequence[tuple[str, str]]
+# A piece of an answer: bytes, or a view of a buffer holding many series' samples.
+Bytes = bytes | memoryview
 
 # Field tags: (field number << 3) | wire type.
-_TAG_RESULTS = 0x0A  # ReadResponse.results, QueryResult.timeseries: field 1, bytes
+_FIELD_1 = b"\x0a"  # ReadResponse.results, QueryResult.timeseries: field 1, bytes
 _TAG_SAMPLE = 0x12  # TimeSeries.samples: field 2, bytes
 _TAG_HISTOGRAM = b"\x22"  # TimeSeries.histograms: field 4, bytes
 _TAG_VALUE = 0x09  # Sample.value: field 1, 64-bit
@@ -33,33 +36,39 @@ _FIXED = 12
 _MAX_VARINT = 10
 
 
-def encode_samples_of_many(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[bytes]:
+def encode_samples_of_many(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Bytes]:
     """The repeated `samples` field of each of several TimeSeries, every sample written
     out: one pass of array operations over all their samples, then a slice per series. A
     hundred series of a few samples each cost about what one series of their total does,
     instead of a hundred times the setup.
 
     Zero values and timestamps are written too (proto3 would omit them); every decoder
-    reads them the same, and -0.0 keeps its sign bit this way.
+    reads them the same, and -0.0 keeps its sign bit this way. Each series' share is a
+    view of one buffer, copied once, into the answer.
     """
     counts = [len(ts) for ts, _ in parts]
     total = sum(counts)
     if not total:
         return [b""] * len(parts)
     # int64 timestamps go on the wire as their two's complement (10 bytes if negative).
-    ts = np.concatenate([np.asarray(t, dtype=np.int64) for t, _ in parts]).view(np.uint64)
-    values = np.concatenate([np.asarray(v, dtype="<f8") for _, v in parts])
-    value_bytes = values.view(np.uint8).reshape(-1, 8)
-    lengths = np.ones(total, dtype=np.int64)
-    for k in range(1, _MAX_VARINT):
-        lengths += ts >= np.uint64(1 << (7 * k))
-    # Samples of one varint length are records of one size: a 2D array filled column by
-    # column. Sorted timestamps make these runs few (usually one).
+    ts = np.concatenate([t for t, _ in parts], dtype=np.int64, casting="same_kind")
+    ts = ts.view(np.uint64)
+    values = np.concatenate([v for _, v in parts], dtype="<f8", casting="same_kind")
+    shortest, longest = _varint_length(int(ts.min())), _varint_length(int(ts.max()))
+    if shortest == longest:  # the usual answer: every record one size
+        data = memoryview(_records(ts, values, shortest))
+        ends = [0, *itertools.accumulate(n * (_FIXED + shortest) for n in counts)]
+        return [data[lo:hi] for lo, hi in itertools.pairwise(ends)]
+    lengths = np.searchsorted(_VARINT_LIMITS, ts, side="right") + 1
+    # Samples of one varint length are records of one size. Sorted timestamps make these
+    # runs few.
     cuts = np.flatnonzero(np.diff(lengths)) + 1
     bounds = [0, *cuts.tolist(), total]
-    data = b"".join(
-        _records(ts[lo:hi], value_bytes[lo:hi], int(lengths[lo]))
-        for lo, hi in itertools.pairwise(bounds)
+    data = memoryview(
+        b"".join(
+            _records(ts[lo:hi], values[lo:hi], int(lengths[lo]))
+            for lo, hi in itertools.pairwise(bounds)
+        )
     )
     # Byte offset of each sample's record, and of the end of the last.
     offsets = np.zeros(total + 1, dtype=np.int64)
@@ -68,40 +77,65 @@ def encode_samples_of_many(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> li
     return [data[lo:hi] for lo, hi in itertools.pairwise(byte_ends)]
 
 
-def _records(ts: np.ndarray, value_bytes: np.ndarray, length: int) -> bytes:
+# The smallest value of each varint length past one byte.
+_VARINT_LIMITS = np.array([1 << (7 * k) for k in range(1, _MAX_VARINT)], dtype=np.uint64)
+
+
+def _varint_length(n: int) -> int:
+    return max(1, (n.bit_length() + 6) // 7)
+
+
+@functools.cache
+def _record_layout(length: int) -> np.dtype:
+    """A Sample record whose timestamp takes `length` varint bytes, as a packed structure:
+    one field per byte, so that each is written by a single array assignment."""
+    head = [("tag", "u1"), ("size", "u1"), ("value_tag", "u1"), ("value", "<f8")]
+    return np.dtype([*head, ("ts_tag", "u1"), *((f"ts{k}", "u1") for k in range(length))])
+
+
+def _records(ts: np.ndarray, values: np.ndarray, length: int) -> bytes:
     """Samples whose timestamps all take `length` varint bytes."""
-    rows = np.empty((len(ts), _FIXED + length), dtype=np.uint8)
-    rows[:, 0] = _TAG_SAMPLE
-    rows[:, 1] = _FIXED - 2 + length
-    rows[:, 2] = _TAG_VALUE
-    rows[:, 3:11] = value_bytes
-    rows[:, 11] = _TAG_TIMESTAMP
-    for k in range(length):
-        group = ((ts >> np.uint64(7 * k)) & np.uint64(0x7F)).astype(np.uint8)
-        rows[:, _FIXED + k] = group | 0x80 if k + 1 < length else group
+    rows = np.empty(len(ts), dtype=_record_layout(length))
+    rows["tag"] = _TAG_SAMPLE
+    rows["size"] = _FIXED - 2 + length
+    rows["value_tag"] = _TAG_VALUE
+    rows["value"] = values
+    rows["ts_tag"] = _TAG_TIMESTAMP
+    # Each varint byte is the low 8 bits of what is left of the timestamp, with the high
+    # bit set where more bytes follow.
+    rest = ts.copy()
+    marked = np.empty_like(ts)
+    for k in range(length - 1):
+        np.bitwise_or(rest, np.uint64(0x80), out=marked)
+        np.copyto(rows[f"ts{k}"], marked, casting="unsafe")
+        rest >>= np.uint64(7)
+    np.copyto(rows[f"ts{length - 1}"], rest, casting="unsafe")
     return rows.tobytes()
 
 
-def encode_time_series(
-    labels: Labels,
-    timestamps: np.ndarray,
-    values: np.ndarray,
-    histograms: Sequence[bytes] = (),
-) -> bytes:
-    """One TimeSeries message: labels through protobuf, samples through
-    encode_samples_of_many, then the serialized histograms (time-sorted) as they are."""
-    return encode_many_time_series([(labels, (timestamps, values), histograms)])[0]
-
-
-def encode_many_time_series(
+def query_result_fields(
     series: Sequence[tuple[Labels, tuple[np.ndarray, np.ndarray], Sequence[bytes]]],
-) -> list[bytes]:
-    """`encode_time_series` of each of several series, their samples laid out together."""
+) -> list[Bytes]:
+    """Series (labels, samples, serialized histograms in time order) as the repeated field
+    of a QueryResult, their samples laid out together. Returned in pieces, to be joined
+    once with the rest of the answer by `read_response`: every join of a whole answer is
+    another copy of it."""
     samples = encode_samples_of_many([part for _, part, _ in series])
-    return [
-        label_fields(labels) + own + (encode_histograms(histograms) if histograms else b"")
-        for (labels, _, histograms), own in zip(series, samples, strict=True)
-    ]
+    out: list[Bytes] = []
+    for (labels, _, histograms), own in zip(series, samples, strict=True):
+        own_labels = label_fields(labels)
+        own_histograms = encode_histograms(histograms) if histograms else b""
+        size = len(own_labels) + len(own) + len(own_histograms)
+        out += (_FIELD_1 + uvarint(size), own_labels, own, own_histograms)
+    return out
+
+
+def read_response(results: Sequence[Sequence[Bytes]]) -> bytes:
+    """A ReadResponse from each query's `query_result_fields`, in query order."""
+    out: list[Bytes] = []
+    for fields in results:
+        out += (_FIELD_1, uvarint(sum(map(len, fields))), *fields)
+    return b"".join(out)
 
 
 def label_fields(labels: Labels) -> bytes:
@@ -153,18 +187,3 @@ def _pair_field(name: str, value: str) -> bytes:
 def encode_histograms(histograms: Sequence[bytes]) -> bytes:
     """The repeated `histograms` field of one TimeSeries."""
     return b"".join(_TAG_HISTOGRAM + uvarint(len(h)) + h for h in histograms)
-
-
-def encode_query_result(series: Iterable[bytes]) -> bytes:
-    """A QueryResult from encoded TimeSeries messages."""
-    return _repeated_field_1(series)
-
-
-def encode_read_response(results: Iterable[bytes]) -> bytes:
-    """A ReadResponse from encoded QueryResult messages, one per query, in query order."""
-    return _repeated_field_1(results)
-
-
-def _repeated_field_1(messages: Iterable[bytes]) -> bytes:
-    """Encoded messages as field 1 of their parent, both parents' only field."""
-    return b"".join(_TAG_RESULTS.to_bytes(1) + uvarint(len(m)) + m for m in messages)

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from proto import types_pb2, write_v2_pb2
+from proto import remote_pb2, types_pb2, write_v2_pb2
 from querier.histogram_chunk import HISTOGRAM, decode_histogram_chunk
 from querier.merge import merge_histogram_parts
-from querier.samples_response import encode_time_series
+from querier.samples_response import query_result_fields, read_response
 from querier.stream_chunks import series_fields
 from querier.xor_chunk import decode_xor_chunk
 from tests.querier.histogram_reads import canonical, custom_buckets, int_counter, no_overlap
@@ -19,10 +19,10 @@ def test_a_stored_histogram_parses_as_prometheus_histogram_field_for_field() -> 
     v2 = write_v2_pb2.Histogram.FromString(canonical(custom_buckets(3, 5000)))
     v2.start_timestamp = 1234
     stored = v2.SerializeToString(deterministic=True)
-    encoded = encode_time_series(
-        [("__name__", "h")], np.array([1000]), np.array([2.0]), [stored, stored]
+    fields = query_result_fields(
+        [([("__name__", "h")], (np.array([1000]), np.array([2.0])), [stored, stored])]
     )
-    series = types_pb2.TimeSeries.FromString(encoded)
+    series = remote_pb2.ReadResponse.FromString(read_response([fields])).results[0].timeseries[0]
     assert [s.value for s in series.samples] == [2.0]
     assert len(series.histograms) == 2
     h = series.histograms[0]

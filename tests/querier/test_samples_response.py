@@ -10,11 +10,9 @@ from proto import remote_pb2, types_pb2
 from querier import samples_response
 from querier.samples_response import (
     PAIR_FIELDS_KEPT,
-    encode_many_time_series,
-    encode_query_result,
-    encode_read_response,
-    encode_time_series,
     label_fields,
+    query_result_fields,
+    read_response,
 )
 from querier.varint import uvarint
 from tests.support.values import STALE_NAN
@@ -34,6 +32,14 @@ def decoded(body: bytes) -> remote_pb2.ReadResponse:
     return response
 
 
+def one_series(
+    labels: list[tuple[str, str]], ts: np.ndarray, values: np.ndarray
+) -> types_pb2.TimeSeries:
+    """A ReadResponse of one query and one series, parsed; that series."""
+    body = read_response([query_result_fields([(labels, (ts, values), ())])])
+    return decoded(body).results[0].timeseries[0]
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     queries=st.lists(st.lists(st.tuples(label_sets, timestamps, st.data()), max_size=3), max_size=3)
@@ -50,13 +56,14 @@ def test_every_bit_pattern_and_timestamp_survives(queries: list[list[tuple]]) ->
             values = np.array(bits, dtype=np.uint64).view(np.float64)
             batch.append((sorted(labels), (ts, values), ()))
             want.append((sorted(labels), ts_list, bits))
-        # The series of a query are laid out together, as the read handler does.
-        encoded = encode_many_time_series(batch)
-        one_by_one = [encode_time_series(labels, *part) for labels, part, _ in batch]
-        assert encoded == one_by_one
-        results.append(encode_query_result(encoded))
+        # The series of a query are laid out together, as the read handler does, and
+        # come out as each one laid out on its own.
+        fields = query_result_fields(batch)
+        one_by_one = [query_result_fields([series]) for series in batch]
+        assert b"".join(fields) == b"".join(b"".join(own) for own in one_by_one)
+        results.append(fields)
         expected.append(want)
-    response = decoded(encode_read_response(results))
+    response = decoded(read_response(results))
     assert len(response.results) == len(expected)
     for result, want in zip(response.results, expected, strict=True):
         assert len(result.timeseries) == len(want)
@@ -84,18 +91,15 @@ def test_edge_values_and_varint_lengths() -> None:
         ],
         dtype=np.uint64,
     )
-    body = encode_read_response(
-        [encode_query_result([encode_time_series([("a", "b")], ts, bits.view(np.float64))])]
-    )
-    series = decoded(body).results[0].timeseries[0]
+    series = one_series([("a", "b")], ts, bits.view(np.float64))
     assert [s.timestamp for s in series.samples] == ts.tolist()
     assert np.array([s.value for s in series.samples]).view(np.uint64).tolist() == bits.tolist()
 
 
 def test_empty_answers_are_valid_messages() -> None:
-    assert len(decoded(encode_read_response([encode_query_result([])] * 3)).results) == 3
-    empty = encode_time_series([("a", "b")], np.zeros(0, dtype=np.int64), np.zeros(0))
-    series = decoded(encode_read_response([encode_query_result([empty])])).results[0].timeseries[0]
+    assert len(decoded(read_response([query_result_fields([])] * 3)).results) == 3
+    series = one_series([("a", "b")], np.zeros(0, dtype=np.int64), np.zeros(0))
+    assert [(label.name, label.value) for label in series.labels] == [("a", "b")]
     assert list(series.samples) == []
 
 
