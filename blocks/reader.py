@@ -140,11 +140,12 @@ class BlockReader:
         chunks = self.index.chunks
         pages = chunks.page[rows].astype(np.int64).tolist()
         slots = chunks.slot[rows].astype(np.int64).tolist()
+        counts = chunks.samples[rows].tolist()
         decoded = self._chunks(pages, slots)
         out = {}
-        for row, page, slot in zip(rows.tolist(), pages, slots, strict=True):
+        for row, page, slot, count in zip(rows.tolist(), pages, slots, counts, strict=True):
             chunk = decoded[(page, slot)]
-            if len(chunk[0]) != int(chunks.samples[row]):
+            if len(chunk[0]) != count:
                 raise CorruptBlock("chunk size differs from the index", block_id=self.meta.block_id)
             out[row] = chunk
         return out

@@ -153,7 +153,10 @@ def _mapped(obj: T, directory: Path, prefix: str = "") -> T:
         if isinstance(value, np.ndarray):
             path = directory / f"{prefix}{field.name}.npy"
             if value.nbytes >= MAP_MIN_BYTES:
-                changes[field.name] = np.load(path, mmap_mode="r", allow_pickle=False)
+                # A plain array over the mapping: np.memmap's own indexing runs Python code
+                # on every lookup (a microsecond each, a hundred times in a small read).
+                mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+                changes[field.name] = np.asarray(mapped)
             else:
                 changes[field.name] = np.load(path, allow_pickle=False)
         elif dataclasses.is_dataclass(value) and not isinstance(value, type):
