@@ -155,16 +155,19 @@ def label_fields(labels: Labels) -> bytes:
         field = fields.get(pair)
         if field is None:
             field = _pair_field(*pair)
-            if len(fields) >= PAIR_FIELDS_KEPT:
-                fields.clear()
-            fields[pair] = field
+            if len(field) <= PAIR_FIELD_MAX_BYTES:
+                if len(fields) >= PAIR_FIELDS_KEPT:
+                    fields.clear()
+                fields[pair] = field
         out.append(field)
     return b"".join(out)
 
 
-# Encoded label pairs by (name, value), emptied when full: under a megabyte with the
-# strings they keep, and the pairs a dashboard asks for are found from its second read.
+# Encoded label pairs by (name, value), emptied when full, and the pairs a dashboard asks
+# for are found from its second read. Only short pairs are kept: about 650 kB when full of
+# ordinary labels, 2 MB at most.
 PAIR_FIELDS_KEPT = 4096
+PAIR_FIELD_MAX_BYTES = 128
 _PAIR_FIELDS: dict[tuple[str, str], bytes] = {}
 
 

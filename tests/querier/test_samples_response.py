@@ -130,3 +130,11 @@ def test_label_fields_stay_right_past_the_kept_pairs() -> None:
             )
             assert label_fields(labels) == want.SerializeToString()
             assert len(samples_response._PAIR_FIELDS) <= PAIR_FIELDS_KEPT
+
+
+def test_long_label_pairs_are_written_but_not_kept() -> None:
+    labels = [("__name__", "up"), ("url", "x" * 200)]
+    want = types_pb2.TimeSeries(labels=[types_pb2.Label(name=n, value=v) for n, v in labels])
+    assert label_fields(labels) == want.SerializeToString()
+    assert ("url", "x" * 200) not in samples_response._PAIR_FIELDS
+    assert ("__name__", "up") in samples_response._PAIR_FIELDS
