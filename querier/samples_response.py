@@ -54,12 +54,12 @@ def encode_samples_of_many(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> li
     ts = np.concatenate([t for t, _ in parts], dtype=np.int64, casting="same_kind")
     ts = ts.view(np.uint64)
     values = np.concatenate([v for _, v in parts], dtype="<f8", casting="same_kind")
-    shortest, longest = _varint_length(int(ts.min())), _varint_length(int(ts.max()))
+    shortest, longest = _varint_lengths(np.array([ts.min(), ts.max()])).tolist()
     if shortest == longest:  # the usual answer: every record one size
         data = memoryview(_records(ts, values, shortest))
         ends = [0, *itertools.accumulate(n * (_FIXED + shortest) for n in counts)]
         return [data[lo:hi] for lo, hi in itertools.pairwise(ends)]
-    lengths = np.searchsorted(_VARINT_LIMITS, ts, side="right") + 1
+    lengths = _varint_lengths(ts)
     # Samples of one varint length are records of one size. Sorted timestamps make these
     # runs few.
     cuts = np.flatnonzero(np.diff(lengths)) + 1
@@ -81,8 +81,10 @@ def encode_samples_of_many(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> li
 _VARINT_LIMITS = np.array([1 << (7 * k) for k in range(1, _MAX_VARINT)], dtype=np.uint64)
 
 
-def _varint_length(n: int) -> int:
-    return max(1, (n.bit_length() + 6) // 7)
+def _varint_lengths(values: np.ndarray) -> np.ndarray:
+    """The varint length of each uint64 value."""
+    lengths: np.ndarray = np.searchsorted(_VARINT_LIMITS, values, side="right") + 1
+    return lengths
 
 
 @functools.cache
