@@ -68,8 +68,11 @@ def select_downsampled(
         ids = select_series(index, [*matchers, only], checkpoint=checkpoint)
         counts = samples_in_range(index, ids, mint, maxt)
         held = counts > 0
-        for series_id, count in zip(ids[held].tolist(), counts[held].tolist(), strict=True):
-            own, _ = split_aggregate(index.labels(series_id))
+        kept = ids[held]
+        for series_id, label_set, count in zip(
+            kept.tolist(), index.label_sets(kept), counts[held].tolist(), strict=True
+        ):
+            own, _ = split_aggregate(label_set)
             series.setdefault(tuple(own), {})[aggregate] = series_id
             samples += count
     histogram_ids: dict[LabelSet, int] = {}
@@ -80,8 +83,8 @@ def select_downsampled(
         ids = select_series(index, [*matchers, plain], checkpoint=checkpoint)
         counts = refs.samples_in_range(ids, mint, maxt)
         held = counts > 0
-        for series_id in ids[held].tolist():
-            plain_labels: LabelSet = tuple(index.labels(series_id))
+        kept = ids[held]
+        for series_id, plain_labels in zip(kept.tolist(), index.label_sets(kept), strict=True):
             histogram_ids[plain_labels] = series_id
             series.setdefault(plain_labels, {})
         histograms = int(counts[held].sum())
