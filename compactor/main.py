@@ -6,7 +6,7 @@ import logging
 import signal
 from types import FrameType
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import start_http_server
 
 from blocks.objstore.factory import bucket_label, open_existing_store
 from compactor.config import CompactorConfig
@@ -14,13 +14,14 @@ from compactor.metrics import CompactorMetrics
 from compactor.run import Compactor
 from compactor.workspace import claimed_workspace
 from gateway.config import listen_host_port
+from gateway.process_metrics import process_registry
 
 log = logging.getLogger(__name__)
 
 
 def compact(config: CompactorConfig, *, loop: bool) -> int:
     """Run the compactor; the exit status (1 if the last pass left a tenant failed)."""
-    registry = CollectorRegistry()
+    registry = process_registry()
     metrics = CompactorMetrics(registry)
     with open_existing_store(config.bucket) as store, claimed_workspace(config.work_dir) as work:
         compactor = Compactor(store, config, metrics, work_dir=work)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import ssl
 from pathlib import Path
 from types import FrameType
 
 import uvicorn
-from prometheus_client import CollectorRegistry
 
 from blocks.objstore.factory import bucket_label
 from gateway.app import Gateway, create_app
 from gateway.config import ConfigError, GatewayConfig, listen_host_port
+from gateway.process_metrics import process_registry
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,9 @@ def serve(config: GatewayConfig, *, query_only: bool = False) -> int:
     if query_only:
         from querier.app import create_query_app
 
-        app = create_query_app(config, CollectorRegistry())
+        app = create_query_app(config, process_registry())
     else:
-        app = create_app(config, CollectorRegistry())
+        app = create_app(config, process_registry())
     uv_config = uvicorn.Config(
         app,
         host=host,
@@ -93,5 +94,18 @@ def serve(config: GatewayConfig, *, query_only: bool = False) -> int:
             scheme,
             config.data_dir,
         )
+    freeze_startup_objects()
     server.run()
     return 0
+
+
+def freeze_startup_objects() -> None:
+    """Keep the objects of imports and app setup out of later full collections.
+
+    They live as long as the process: tens of thousands of functions, classes and
+    pydantic models that every full (generation 2) collection would walk again, a
+    pause of 20-30 ms on the event loop each time, to find nothing. Frozen, those
+    pauses take about 1 ms. Garbage made so far is collected first, so that none of
+    it is kept."""
+    gc.collect()
+    gc.freeze()

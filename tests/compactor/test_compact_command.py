@@ -27,6 +27,7 @@ from tests.compactor.bucket_data import (
     synthetic,
 )
 from tests.e2e.servers import free_port, strata_command
+from tests.support.process_metrics import check_process_metrics
 
 NAMES = [labels("requests_total", job="api"), labels("temperature", room="r1")]
 # Everything a pass can do, at once: no waiting for the delete delay, no retention, 5 m
@@ -199,6 +200,7 @@ def test_loop_serves_metrics_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert 'strata_compactor_passes_total{result="ok"} 1.0' in text
         assert "strata_compactor_blocks_merged_total 12.0" in text
         assert "strata_compactor_halted 0.0" in text
+        check_process_metrics(text, process.pid)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:
