@@ -58,6 +58,8 @@ CORPUS_START_MS, CORPUS_END_MS = 1_795_574_522_483, 1_795_576_111_122
 HOUR_MS = 3_600_000
 SCRAPES_PER_HOUR = HOUR_MS // INTERVAL_MS
 WARMUP_READS = 2
+FLOOR = "floor/ready"
+FLOOR_TITLE = "floor: GET /-/ready, no work"
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,13 +241,20 @@ def check_same_answers(spec: Workload, clients: dict[str, Client]) -> dict[str, 
 
 
 def time_reads(spec: Workload, clients: dict[str, Client], reps: int) -> dict[str, list[float]]:
-    """Warm-up reads, then `reps` rounds taking each cell in turn, systems alternated."""
+    """Warm-up reads, then `reps` rounds taking each cell in turn, systems alternated.
+
+    Each round ends with the floor: a GET of /-/ready, which every system answers with no
+    work, timed in the same alternation as the reads (each server idle for as long
+    while the other answers). It is what a read costs before any of it is a read."""
     cells: dict[str, list[float]] = {}
     bodies = {(q.key, kind): q.body(kind) for q in spec.queries for kind in KINDS}
     for body in bodies.values():
         for client in clients.values():
             for _ in range(WARMUP_READS):
                 read(client, body)
+    for client in clients.values():
+        for _ in range(WARMUP_READS):
+            floor(client)
     systems = list(clients)
     for rep in range(reps):
         order = systems[rep % 2 :] + systems[: rep % 2]
@@ -253,7 +262,17 @@ def time_reads(spec: Workload, clients: dict[str, Client], reps: int) -> dict[st
             for system in order:
                 elapsed, _ = read(clients[system], body)
                 cells.setdefault(f"{key}/{kind}/{system}", []).append(elapsed * 1000)
+        for system in order:
+            cells.setdefault(f"{FLOOR}/{system}", []).append(floor(clients[system]) * 1000)
     return cells
+
+
+def floor(client: Client) -> float:
+    """Seconds of one GET /-/ready to its last byte; raise unless 200."""
+    elapsed, status, answer = client.get("/-/ready")
+    if status != 200:
+        raise RuntimeError(f"/-/ready answered {status}: {answer[:300]!r}")
+    return elapsed
 
 
 def run_workload(
@@ -314,6 +333,7 @@ def read_figures(
                 ms = statistics.median(cells[f"{query.key}/{kind}/{system}"])
                 figures[system][f"read_{query.key}_{kind}_ms"] = ms
             figures[system][f"read_{kind}_ms"] = figures[system][f"read_{main}_{kind}_ms"]
+        figures[system]["floor_ms"] = statistics.median(cells[f"{FLOOR}/{system}"])
 
 
 def compact_figures(
@@ -362,6 +382,13 @@ def read_table(
                     f"| {specs[key].title} | {query.title} | {kind.upper()} "
                     f"| {a:.1f} | {b:.1f} | **{a / b:.2f}** |"
                 )
+        ours = [r["floor_ms"] for r in systems.get("strata", []) if "floor_ms" in r]
+        theirs = [r["floor_ms"] for r in systems.get("prometheus", []) if "floor_ms" in r]
+        if ours and theirs:
+            a, b = statistics.median(ours), statistics.median(theirs)
+            lines.append(
+                f"| {specs[key].title} | {FLOOR_TITLE} | - | {a:.2f} | {b:.2f} | **{a / b:.2f}** |"
+            )
     return lines
 
 

@@ -310,20 +310,33 @@ class Client:
         A kept-alive connection the server has closed while idle (uvicorn does after 5 s)
         fails before any answer; the request is then sent once more on a new one.
         """
+        return self.request("POST", path, body, headers)
+
+    def get(self, path: str) -> tuple[float, int, bytes]:
+        """As post, for a GET with no body."""
+        return self.request("GET", path, None, {})
+
+    def request(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[float, int, bytes]:
+        """One request on the kept-alive connection, sent again once on a new one if the
+        server had closed it."""
         reused = self.conn is not None
         try:
-            return self._post(path, body, headers)
+            return self._request(method, path, body, headers)
         except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
             if not reused:
                 raise
-        return self._post(path, body, headers)
+        return self._request(method, path, body, headers)
 
-    def _post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[float, int, bytes]:
+    def _request(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[float, int, bytes]:
         if self.conn is None:
             self.conn = http.client.HTTPConnection(self.host, self.port, timeout=HTTP_TIMEOUT_S)
         try:
             started = time.perf_counter()
-            self.conn.request("POST", path, body=body, headers=headers)
+            self.conn.request(method, path, body=body, headers=headers)
             response = self.conn.getresponse()
             data = response.read()
             elapsed = time.perf_counter() - started

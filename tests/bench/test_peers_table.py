@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from bench.fleet import INTERVAL_MS
-from bench.peers import HOUR_MS, ingest_figures, workloads
+from bench.peers import FLOOR_TITLE, HOUR_MS, ingest_figures, read_table, workloads
 from bench.peers_systems import Ingest
 from bench.peers_table import COLUMNS, medians, ratio, run_ratios, table
+from bench.read_latency import KINDS
 
 RUNS = {
     "w": {
@@ -103,3 +104,17 @@ def test_the_full_run_covers_what_the_docs_say() -> None:
     assert full["corpus"].samples == 2_785_500
     quick = workloads(quick=True)
     assert sum(w.samples for w in quick.values()) < sum(w.samples for w in full.values()) / 5
+
+
+def test_read_table_ends_each_workload_with_the_floor_of_both_systems() -> None:
+    spec = workloads(quick=True)["corpus"]
+    names = [f"read_{q.key}_{kind}_ms" for q in spec.queries for kind in KINDS]
+    runs = {
+        system: [{**dict.fromkeys(names, 2.0), "floor_ms": ms} for ms in floors]
+        for system, floors in (("strata", [0.9, 0.3, 0.6]), ("prometheus", [0.1, 0.2, 0.3]))
+    }
+    lines = read_table({"corpus": spec}, {"corpus": runs})
+    assert len(lines) == 2 + len(names) + 1
+    last = cells(lines[-1])
+    assert last[1] == FLOOR_TITLE
+    assert last[3:] == ["0.60", "0.20", "**3.00**"]
