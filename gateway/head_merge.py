@@ -99,6 +99,9 @@ class RunMerge:
         ):
             self.written.append(compress_batch(refs, ts, values, run=self.run, level=self.level))
             self._give_back_below(int(refs[-1]))
+            # Views of the batch's samples: held while the next one is made, they would
+            # keep the arrays it was cut from alive beside that one's.
+            del refs, ts, values
         for run, decoded in zip(self._runs, self._decoded, strict=True):
             run.clear()
             decoded.clear()
@@ -152,19 +155,28 @@ def _merged(
             cut = len(refs) if limit is None else int(np.searchsorted(refs, limit))
             if cut:
                 parts.append((refs[:cut], ts[:cut], values[:cut]))
-            rest = (refs[cut:], ts[cut:], values[cut:])
-            if limit is not None and int(refs[-1]) == limit and more[i]:
+                heads[i] = (refs[cut:], ts[cut:], values[cut:])
+        # The piece is sorted into arrays of its own before any run decodes its next
+        # batch: the parts are views that keep their whole batches alive, and a batch
+        # whose tail is cut here is given up as its run takes the next one. Both at once
+        # held four batches more at the merge's peak.
+        piece = merge_sorted(parts) if parts else None
+        del parts
+        for i, head in enumerate(heads):
+            if head is None:
+                continue
+            if limit is not None and len(head[0]) and int(head[0][-1]) == limit and more[i]:
                 following = decode_next(i)
                 if following is None:
                     more[i] = False
                 else:
-                    rest = concatenate_triples([rest, following])
-            heads[i] = rest if len(rest[0]) else None
+                    head = concatenate_triples([head, following])
+            heads[i] = head if len(head[0]) else None
             if heads[i] is None and more[i]:
                 heads[i] = decode_next(i)
                 more[i] = heads[i] is not None
-        if parts:
-            yield merge_sorted(parts)
+        if piece is not None:
+            yield piece
 
 
 def _capped(limit: int | None, heads: list[np.ndarray], per_head: int) -> int | None:
@@ -196,7 +208,11 @@ def _batched(pieces: Iterator[SampleTriple], size: int) -> Iterator[SampleTriple
         while count >= size:
             refs, ts, values = concatenate_triples(held)
             yield refs[:size], ts[:size], values[:size]
-            held = [(refs[size:], ts[size:], values[size:])] if len(refs) > size else []
+            # What is left over is copied, so that the arrays it was cut from can go now
+            # rather than at the next concatenation, beside the arrays that one makes.
+            held = [(refs[size:].copy(), ts[size:].copy(), values[size:].copy())]
+            held = held if count > size else []
+            del refs, ts, values
             count -= size
     if count:
         yield concatenate_triples(held)

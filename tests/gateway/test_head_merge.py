@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import weakref
 from typing import Any
 
 import numpy as np
@@ -185,6 +186,53 @@ def test_a_merge_of_runs_of_few_series_takes_bounded_pieces() -> None:
     assert max(pieces) <= 2_000 + MERGE_FAN_IN * per_run, max(pieces)
     assert sum(pieces) == series * per_run * MERGE_FAN_IN
     assert first_kept(merged) == first_kept(batches)
+
+
+def test_a_merge_holds_about_two_batches_of_each_run_in_working_arrays() -> None:
+    """At every batch it writes, the merge's decoded and sorted arrays still alive hold
+    at most two batches of each run (its current one and the next, joined where a series
+    goes on) and two more: the batch being written and what is left over for the next.
+    The pieces' views kept their cut batches alive beside their runs' next ones, and the
+    written batch's views the arrays it was cut from: 13 batches' worth, not 10."""
+    series, per_run, batch = 40, 100, 1_000
+    batches: list[FrozenBatch] = []
+    for r in range(MERGE_FAN_IN):
+        refs = np.repeat(np.arange(series, dtype=np.uint32), per_run)
+        times = START_MS + (r * per_run + np.arange(per_run, dtype=np.int64)) * 1000
+        splits = list(range(batch, len(refs), batch))
+        batches += run_of(
+            refs, np.tile(times, series), np.arange(len(refs), dtype=np.float64), splits
+        )
+    alive: list[weakref.ref[np.ndarray]] = []
+
+    def tracked(make: Any) -> Any:
+        def made(*args: Any) -> Any:
+            out = make(*args)
+            if out is not None:
+                ts = out[1]
+                alive.append(weakref.ref(ts if ts.base is None else ts.base))
+            return out
+
+        return made
+
+    held: list[int] = []
+
+    def compress_and_count(*args: Any, **kwargs: Any) -> FrozenBatch:
+        arrays = {id(a): a for a in (ref() for ref in alive) if a is not None}
+        held.append(sum(a.size for a in arrays.values()))
+        return compress_batch(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gateway.head_merge, "FROZEN_BATCH_SAMPLES", batch)
+        patch.setattr(gateway.head_merge, "PIECE_SAMPLES", batch)
+        for name in ("decode_samples", "concatenate_triples", "merge_sorted"):
+            patch.setattr(gateway.head_merge, name, tracked(getattr(gateway.head_merge, name)))
+        patch.setattr(gateway.head_merge, "compress_batch", compress_and_count)
+        merge = RunMerge(batches)
+        merge.merge()
+    assert len(held) == series * per_run * MERGE_FAN_IN // batch
+    assert max(held) <= (2 * MERGE_FAN_IN + 2) * batch, held
+    assert first_kept(merge.held()) == first_kept(batches)
 
 
 def one_run(level: int, minute: int) -> list[FrozenBatch]:
