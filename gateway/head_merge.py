@@ -210,8 +210,11 @@ def _batched(pieces: Iterator[SampleTriple], size: int) -> Iterator[SampleTriple
             yield refs[:size], ts[:size], values[:size]
             # What is left over is copied, so that the arrays it was cut from can go now
             # rather than at the next concatenation, beside the arrays that one makes.
-            held = [(refs[size:].copy(), ts[size:].copy(), values[size:].copy())]
-            held = held if count > size else []
+            held = (
+                [(refs[size:].copy(), ts[size:].copy(), values[size:].copy())]
+                if count > size
+                else []
+            )
             del refs, ts, values
             count -= size
     if count:
