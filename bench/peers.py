@@ -372,24 +372,30 @@ def read_table(
     for key, systems in results.items():
         for query in specs[key].queries:
             for kind in KINDS:
-                name = f"read_{query.key}_{kind}_ms"
-                ours = [r[name] for r in systems.get("strata", []) if name in r]
-                theirs = [r[name] for r in systems.get("prometheus", []) if name in r]
-                if not ours or not theirs:
-                    continue
-                a, b = statistics.median(ours), statistics.median(theirs)
-                lines.append(
-                    f"| {specs[key].title} | {query.title} | {kind.upper()} "
-                    f"| {a:.1f} | {b:.1f} | **{a / b:.2f}** |"
-                )
-        ours = [r["floor_ms"] for r in systems.get("strata", []) if "floor_ms" in r]
-        theirs = [r["floor_ms"] for r in systems.get("prometheus", []) if "floor_ms" in r]
-        if ours and theirs:
-            a, b = statistics.median(ours), statistics.median(theirs)
+                both = _medians(systems, f"read_{query.key}_{kind}_ms")
+                if both is not None:
+                    a, b = both
+                    lines.append(
+                        f"| {specs[key].title} | {query.title} | {kind.upper()} "
+                        f"| {a:.1f} | {b:.1f} | **{a / b:.2f}** |"
+                    )
+        both = _medians(systems, "floor_ms")
+        if both is not None:
+            a, b = both
             lines.append(
                 f"| {specs[key].title} | {FLOOR_TITLE} | - | {a:.2f} | {b:.2f} | **{a / b:.2f}** |"
             )
     return lines
+
+
+def _medians(systems: dict[str, list[dict[str, float]]], name: str) -> tuple[float, float] | None:
+    """Strata's and Prometheus's medians of one figure over their runs; None unless both
+    have it."""
+    ours = [r[name] for r in systems.get("strata", []) if name in r]
+    theirs = [r[name] for r in systems.get("prometheus", []) if name in r]
+    if not ours or not theirs:
+        return None
+    return statistics.median(ours), statistics.median(theirs)
 
 
 def versions() -> dict[str, object]:

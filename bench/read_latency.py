@@ -305,11 +305,7 @@ class Client:
         self.conn: http.client.HTTPConnection | None = None
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[float, int, bytes]:
-        """Seconds from sending to the last byte of the answer, status, body.
-
-        A kept-alive connection the server has closed while idle (uvicorn does after 5 s)
-        fails before any answer; the request is then sent once more on a new one.
-        """
+        """Seconds from sending to the last byte of the answer, status, body."""
         return self.request("POST", path, body, headers)
 
     def get(self, path: str) -> tuple[float, int, bytes]:
@@ -319,8 +315,12 @@ class Client:
     def request(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str]
     ) -> tuple[float, int, bytes]:
-        """One request on the kept-alive connection, sent again once on a new one if the
-        server had closed it."""
+        """One request on the kept-alive connection: seconds to the last byte of the
+        answer, status, body.
+
+        A kept-alive connection the server has closed while idle (uvicorn does after 5 s)
+        fails before any answer; the request is then sent once more on a new one.
+        """
         reused = self.conn is not None
         try:
             return self._request(method, path, body, headers)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prometheus_client.parser import text_string_to_metric_families
+
+from bench.common import proc_status_kib
 
 
 def samples_by_name(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -16,21 +16,13 @@ def samples_by_name(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     return found
 
 
-def resident_kib(pid: int) -> int:
-    """VmRSS of a live process, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for pid {pid}")
-
-
 def check_process_metrics(text: str, pid: int) -> None:
     """The scrape reports the process's resident memory as /proc shows it (within a
     quarter: the two are read moments apart), its CPU time, and the collector's
     work in each of the three generations."""
     samples = samples_by_name(text)
     ((_, reported),) = samples["process_resident_memory_bytes"]
-    actual = resident_kib(pid) * 1024
+    actual = proc_status_kib(pid, "VmRSS") * 1024
     assert 0.75 * actual <= reported <= 1.25 * actual, (reported, actual)
     ((_, cpu_s),) = samples["process_cpu_seconds_total"]
     assert cpu_s > 0
